@@ -1,0 +1,222 @@
+// The only file that includes pybind11. Functions take integers (data pointers, sizes) so the
+// module needs neither torch nor numpy headers; the Python layer (perceptrons.ops,
+// perceptrons.kernels) validates tensors and passes their pointers. The GIL is released around
+// every kernel, and kernel status codes become Python exceptions.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "common/build_info.h"
+#include "common/cpu_isa.h"
+#include "common/cuda_device.h"
+#include "mlp/mlp.h"
+#include "mlp/mlp_cpu_layout.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace py = pybind11;
+using namespace perceptrons;
+
+namespace {
+
+void raise_on(Status s, const char* where) {
+  if (s == Status::Ok) return;
+  std::string msg = std::string(where) + ": " + status_message(s);
+  if (s == Status::OutOfMemory) throw std::bad_alloc();
+  if (s == Status::NotCompiled) throw std::runtime_error(msg);
+  throw py::value_error(msg);
+}
+
+template <typename T>
+const void* ptr(T v) {
+  return reinterpret_cast<const void*>(static_cast<uintptr_t>(v));
+}
+
+mlp::MlpConfig make_config(int dtype, const std::vector<int64_t>& widths, int act, double act_p, int out_act,
+                           double out_p) {
+  if (widths.size() < 2) throw py::value_error("widths: expected at least 2 entries (in, out)");
+  if (widths.size() - 1 > size_t(mlp::kMaxLayers))
+    throw py::value_error("widths: at most " + std::to_string(mlp::kMaxLayers) + " layers are supported, got " +
+                          std::to_string(widths.size() - 1));
+  mlp::MlpConfig c;
+  c.n_layers = int(widths.size()) - 1;
+  for (size_t i = 0; i < widths.size(); ++i) {
+    if (widths[i] < 1 || widths[i] > INT32_MAX)
+      throw py::value_error("widths[" + std::to_string(i) + "]: expected a positive width, got " + std::to_string(widths[i]));
+    c.widths[i] = int(widths[i]);
+  }
+  if (!activation_valid(act)) throw py::value_error("activation: unknown code " + std::to_string(act));
+  if (!activation_valid(out_act)) throw py::value_error("output_activation: unknown code " + std::to_string(out_act));
+  if (dtype != 0 && dtype != 1) throw py::value_error("dtype: expected 0 (float32) or 1 (float64), got " + std::to_string(dtype));
+  c.activation = Activation(act);
+  c.activation_param = act_p;
+  c.output_activation = Activation(out_act);
+  c.output_activation_param = out_p;
+  c.dtype = mlp::DType(dtype);
+  raise_on(mlp::validate_config(c), "mlp config");
+  return c;
+}
+
+void fill_params(mlp::MlpParams& p, const mlp::MlpConfig& c, const std::vector<uint64_t>& weights,
+                 const std::vector<uint64_t>& biases) {
+  if (weights.size() != size_t(c.n_layers))
+    throw py::value_error("weights: expected " + std::to_string(c.n_layers) + " pointers, got " + std::to_string(weights.size()));
+  if (!biases.empty() && biases.size() != size_t(c.n_layers))
+    throw py::value_error("biases: expected " + std::to_string(c.n_layers) + " pointers (0 for none) or an empty list, got " +
+                          std::to_string(biases.size()));
+  for (int l = 0; l < c.n_layers; ++l) {
+    p.weights[l] = ptr(weights[l]);
+    p.biases[l] = biases.empty() ? nullptr : ptr(biases[l]);
+  }
+}
+
+py::dict probe_dict() {
+  CudaDeviceProbe p;
+  probe_cuda(&p);
+  py::dict d;
+  d["compiled"] = p.compiled;
+  d["runtime_version"] = p.runtime_version;
+  d["driver_version"] = p.driver_version;
+  d["device_count"] = p.device_count;
+  d["error"] = std::string(p.error);
+  py::list devs;
+  for (int i = 0; i < p.device_count && i < kMaxProbedDevices; ++i) {
+    py::dict dev;
+    dev["name"] = std::string(p.devices[i].name);
+    dev["capability"] = py::make_tuple(p.devices[i].major, p.devices[i].minor);
+    dev["multiprocessors"] = p.devices[i].multiprocessors;
+    dev["total_memory"] = p.devices[i].total_memory;
+    devs.append(dev);
+  }
+  d["devices"] = devs;
+  return d;
+}
+
+CpuIsa isa_from(const std::string& name) {
+  CpuIsa isa;
+  if (!parse_cpu_isa(name.c_str(), &isa))
+    throw py::value_error("isa: expected one of 'generic', 'avx2', 'avx512', got '" + name + "'");
+  return isa;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "perceptrons compiled kernels (CPU always; CUDA when built with nvcc)";
+
+  m.def("build_info", [] {
+    BuildInfo b = build_info();
+    py::dict d;
+    d["version"] = b.version;
+    d["cxx_compiler"] = b.cxx_compiler;
+    d["openmp"] = b.openmp;
+    d["cuda"] = b.cuda;
+    d["cuda_archs"] = b.cuda_archs;
+    d["cuda_compiler"] = b.cuda_compiler;
+    py::list isas;
+    for (int i = 0; i < kNumCpuIsas; ++i)
+      if (cpu_isa_compiled(CpuIsa(i))) isas.append(cpu_isa_name(CpuIsa(i)));
+    d["cpu_isas_compiled"] = isas;
+    return d;
+  });
+  m.def("cuda_probe", &probe_dict, "CUDA runtime/driver/device status; never raises");
+
+  m.def("cpu_isa", [] { return std::string(cpu_isa_name(cpu_isa_active())); });
+  m.def("cpu_isa_best", [] { return std::string(cpu_isa_name(cpu_isa_best())); });
+  m.def("cpu_isa_supported", [](const std::string& n) { return cpu_isa_supported(isa_from(n)); });
+  m.def("set_cpu_isa", [](const std::string& n) {
+    CpuIsa isa = isa_from(n);
+    if (!set_cpu_isa(isa))
+      throw py::value_error("isa: '" + n + "' is not supported on this CPU or not compiled (best: " +
+                            cpu_isa_name(cpu_isa_best()) + ")");
+  });
+  m.def("cpu_fma_peak_gflops", [](const std::string& n, double seconds) {
+    CpuIsa isa = isa_from(n);
+    py::gil_scoped_release nogil;
+    return cpu_fma_peak_gflops(isa, seconds);
+  }, py::arg("isa"), py::arg("seconds") = 0.3);
+
+  m.def("openmp_max_threads", [] {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+  });
+  m.def("set_num_threads", [](int n) {
+    if (n < 1) throw py::value_error("n: expected a positive thread count, got " + std::to_string(n));
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#endif
+  });
+
+  m.attr("MLP_MAX_LAYERS") = mlp::kMaxLayers;
+  m.attr("MLP_MAX_HIDDEN_WIDTH") = mlp::kMaxHiddenWidth;
+  m.attr("MLP_SAVED_ALIGN") = mlp::kSavedAlign;
+
+  m.def("mlp_saved_numel", [](const std::vector<int64_t>& widths, int64_t batch, int act, int out_act) {
+    mlp::MlpConfig c = make_config(0, widths, act, 0.0, out_act, 0.0);
+    if (batch < 0) throw py::value_error("batch: expected >= 0, got " + std::to_string(batch));
+    return mlp::mlp_saved_numel(c, batch);
+  });
+
+  m.def("mlp_forward_cpu",
+        [](int dtype, const std::vector<int64_t>& widths, int act, double act_p, int out_act, double out_p,
+           int64_t batch, uint64_t x, const std::vector<uint64_t>& weights, const std::vector<uint64_t>& biases,
+           uint64_t y, uint64_t saved) {
+          mlp::MlpForwardArgs a;
+          a.cfg = make_config(dtype, widths, act, act_p, out_act, out_p);
+          fill_params(a.params, a.cfg, weights, biases);
+          a.batch = batch;
+          a.x = ptr(x);
+          a.y = const_cast<void*>(ptr(y));
+          a.saved = const_cast<void*>(ptr(saved));
+          Status s;
+          {
+            py::gil_scoped_release nogil;
+            s = mlp::mlp_forward_cpu(a);
+          }
+          raise_on(s, "mlp_forward_cpu");
+        },
+        py::arg("dtype"), py::arg("widths"), py::arg("activation"), py::arg("activation_param"),
+        py::arg("output_activation"), py::arg("output_activation_param"), py::arg("batch"), py::arg("x"),
+        py::arg("weights"), py::arg("biases"), py::arg("y"), py::arg("saved"),
+        "Fused MLP forward. saved=0: inference (only y is written); else the training forward.");
+
+  m.def("mlp_backward_cpu",
+        [](int dtype, const std::vector<int64_t>& widths, int act, double act_p, int out_act, double out_p,
+           int64_t batch, uint64_t x, uint64_t y, uint64_t saved, uint64_t dy, const std::vector<uint64_t>& weights,
+           uint64_t dx, const std::vector<uint64_t>& dweights, const std::vector<uint64_t>& dbiases) {
+          mlp::MlpBackwardArgs a;
+          a.cfg = make_config(dtype, widths, act, act_p, out_act, out_p);
+          fill_params(a.params, a.cfg, weights, {});
+          if (dweights.size() != size_t(a.cfg.n_layers) || dbiases.size() != size_t(a.cfg.n_layers))
+            throw py::value_error("dweights/dbiases: expected one pointer (0 for none) per layer");
+          for (int l = 0; l < a.cfg.n_layers; ++l) {
+            a.dweights[l] = const_cast<void*>(ptr(dweights[l]));
+            a.dbiases[l] = const_cast<void*>(ptr(dbiases[l]));
+          }
+          a.batch = batch;
+          a.x = ptr(x);
+          a.y = ptr(y);
+          a.saved = ptr(saved);
+          a.dy = ptr(dy);
+          a.dx = const_cast<void*>(ptr(dx));
+          Status s;
+          {
+            py::gil_scoped_release nogil;
+            s = mlp::mlp_backward_cpu(a);
+          }
+          raise_on(s, "mlp_backward_cpu");
+        },
+        py::arg("dtype"), py::arg("widths"), py::arg("activation"), py::arg("activation_param"),
+        py::arg("output_activation"), py::arg("output_activation_param"), py::arg("batch"), py::arg("x"),
+        py::arg("y"), py::arg("saved"), py::arg("dy"), py::arg("weights"), py::arg("dx"), py::arg("dweights"),
+        py::arg("dbiases"),
+        "Fused MLP backward: dx (0: not wanted), per-layer weight and bias gradients (0: not wanted).");
+}

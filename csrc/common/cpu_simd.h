@@ -1,0 +1,163 @@
+// SIMD building blocks for the CPU kernels, written with GCC/Clang vector extensions so one source
+// compiles to SSE2, AVX2+FMA or AVX-512 depending on the flags of the translation unit.
+//
+// Include this ONLY inside the per-ISA namespace of a kernel unit (see CMakeLists.txt): every
+// function here must end up with a distinct symbol per ISA. It includes no system header.
+#pragma once
+
+#if defined(__AVX512F__)
+constexpr int kVecBytes = 64;
+constexpr int kAccRegs = 24;  // of 32 zmm: 24 accumulators, the rest for B rows
+constexpr int kMaxNV = 4;     // vectors of C per micro-tile row
+#elif defined(__AVX2__)
+constexpr int kVecBytes = 32;
+constexpr int kAccRegs = 12;  // of 16 ymm
+constexpr int kMaxNV = 2;
+#else
+constexpr int kVecBytes = 16;
+constexpr int kAccRegs = 12;  // of 16 xmm
+constexpr int kMaxNV = 2;
+#endif
+constexpr int kMaxMB = 12;
+
+template <typename T>
+struct Simd {
+  typedef T V __attribute__((vector_size(kVecBytes)));
+  static constexpr int L = kVecBytes / int(sizeof(T));
+  static inline __attribute__((always_inline)) V load(const T* p) {
+    V v;
+    __builtin_memcpy(&v, p, sizeof(V));
+    return v;
+  }
+  static inline __attribute__((always_inline)) void store(T* p, V v) { __builtin_memcpy(p, &v, sizeof(V)); }
+  static inline void store_partial(T* p, V v, int n) {
+    T tmp[L];
+    __builtin_memcpy(tmp, &v, sizeof(V));
+    for (int i = 0; i < n; ++i) p[i] = tmp[i];
+  }
+  static inline __attribute__((always_inline)) V splat(T s) { return V{} + s; }
+};
+
+constexpr int mb_max_for(int nv) { return kAccRegs / nv < kMaxMB ? kAccRegs / nv : kMaxMB; }
+
+// How a micro-tile's accumulators start.
+enum class Init { Zero, Row, Load };  // Row: broadcast a row vector (the bias); Load: C += A B
+// What is applied in registers before the store. Other activations run as a separate pass.
+enum class Epi { Store, ReLU, Leaky };
+
+// C[m][n] (Init) + sum_k A(m, k) * B[k][n] for an MB x (NV vectors) micro-tile. A is read as
+// broadcast scalars at a[m*sam + k*sak], so the same kernel serves W x, W^T g and the
+// weight-gradient outer products; B rows are contiguous. Stores at most n_store columns.
+template <typename T, int MB, int NV>
+void gemm_micro(int K, const T* __restrict a, long sam, long sak, const T* __restrict b, long ldb,
+                T* __restrict c, long ldc, int n_store, Init init, const T* __restrict init_row,
+                Epi epi, T ep) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int VL = S::L;
+  V acc[MB][NV];
+  if (init == Init::Row) {
+#pragma GCC unroll 16
+    for (int j = 0; j < NV; ++j) {
+      V r = S::load(init_row + j * VL);
+#pragma GCC unroll 16
+      for (int m = 0; m < MB; ++m) acc[m][j] = r;
+    }
+  } else if (init == Init::Load) {
+#pragma GCC unroll 16
+    for (int m = 0; m < MB; ++m)
+#pragma GCC unroll 16
+      for (int j = 0; j < NV; ++j) acc[m][j] = S::load(c + m * ldc + j * VL);
+  } else {
+#pragma GCC unroll 16
+    for (int m = 0; m < MB; ++m)
+#pragma GCC unroll 16
+      for (int j = 0; j < NV; ++j) acc[m][j] = V{};
+  }
+  for (int k = 0; k < K; ++k) {
+    V bv[NV];
+#pragma GCC unroll 16
+    for (int j = 0; j < NV; ++j) bv[j] = S::load(b + k * ldb + j * VL);
+    const T* ak = a + k * sak;
+#pragma GCC unroll 16
+    for (int m = 0; m < MB; ++m) {
+      const T s = ak[m * sam];
+#pragma GCC unroll 16
+      for (int j = 0; j < NV; ++j) acc[m][j] += bv[j] * s;
+    }
+  }
+  if (epi == Epi::ReLU) {
+#pragma GCC unroll 16
+    for (int m = 0; m < MB; ++m)
+#pragma GCC unroll 16
+      for (int j = 0; j < NV; ++j) acc[m][j] = acc[m][j] > T(0) ? acc[m][j] : (acc[m][j] == acc[m][j] ? T(0) : acc[m][j]);
+  } else if (epi == Epi::Leaky) {
+#pragma GCC unroll 16
+    for (int m = 0; m < MB; ++m)
+#pragma GCC unroll 16
+      for (int j = 0; j < NV; ++j) acc[m][j] = acc[m][j] > T(0) ? acc[m][j] : acc[m][j] * ep;
+  }
+  if (n_store >= NV * VL) {
+#pragma GCC unroll 16
+    for (int m = 0; m < MB; ++m)
+#pragma GCC unroll 16
+      for (int j = 0; j < NV; ++j) S::store(c + m * ldc + j * VL, acc[m][j]);
+  } else {
+    for (int m = 0; m < MB; ++m)
+      for (int j = 0; j < NV; ++j) {
+        const int left = n_store - j * VL;
+        if (left >= VL) S::store(c + m * ldc + j * VL, acc[m][j]);
+        else if (left > 0) S::store_partial(c + m * ldc + j * VL, acc[m][j], left);
+      }
+  }
+}
+
+template <typename T>
+using GemmMicroFn = void (*)(int, const T*, long, long, const T*, long, T*, long, int, Init, const T*, Epi, T);
+
+template <typename T, int NV>
+GemmMicroFn<T> pick_micro(int mb) {
+  constexpr int X = mb_max_for(NV);
+#define PCT_MB_CASE(k) \
+  case k: return &gemm_micro<T, (k < X ? k : X), NV>;
+  switch (mb) {
+    PCT_MB_CASE(1) PCT_MB_CASE(2) PCT_MB_CASE(3) PCT_MB_CASE(4) PCT_MB_CASE(5) PCT_MB_CASE(6)
+    PCT_MB_CASE(7) PCT_MB_CASE(8) PCT_MB_CASE(9) PCT_MB_CASE(10) PCT_MB_CASE(11) PCT_MB_CASE(12)
+  }
+#undef PCT_MB_CASE
+  return nullptr;
+}
+
+template <typename T>
+GemmMicroFn<T> pick_micro(int nv, int mb) {
+  switch (nv) {
+    case 1: return pick_micro<T, 1>(mb);
+    case 2: return pick_micro<T, (2 <= kMaxNV ? 2 : kMaxNV)>(mb);
+    case 3: return pick_micro<T, (3 <= kMaxNV ? 3 : kMaxNV)>(mb);
+    default: return pick_micro<T, kMaxNV>(mb);
+  }
+}
+
+// C (M x N) = Init + A (M x K) B (K x N), cut into register micro-tiles. B rows must be readable up
+// to N rounded up to the vector length (tiles and packed weights are padded for this); C gets at
+// most n_store columns per row (n_store >= N for padded buffers, N for the user's arrays).
+template <typename T>
+void gemm(int M, int N, int K, const T* a, long sam, long sak, const T* b, long ldb, T* c, long ldc,
+          int n_store, Init init, const T* init_row, Epi epi, T ep) {
+  constexpr int VL = Simd<T>::L;
+  const int nvec = (N + VL - 1) / VL;
+  for (int j0 = 0; j0 < nvec; j0 += kMaxNV) {
+    const int nv = nvec - j0 < kMaxNV ? nvec - j0 : kMaxNV;
+    const int mbx = mb_max_for(nv);
+    const int store_here = n_store - j0 * VL;
+    const T* row = init_row ? init_row + j0 * VL : nullptr;
+    GemmMicroFn<T> full = pick_micro<T>(nv, mbx);
+    int m0 = 0;
+    for (; m0 + mbx <= M; m0 += mbx)
+      full(K, a + m0 * sam, sam, sak, b + j0 * VL, ldb, c + m0 * ldc + j0 * VL, ldc, store_here, init,
+           row, epi, ep);
+    if (m0 < M)
+      pick_micro<T>(nv, M - m0)(K, a + m0 * sam, sam, sak, b + j0 * VL, ldb, c + m0 * ldc + j0 * VL,
+                                ldc, store_here, init, row, epi, ep);
+  }
+}

@@ -1,0 +1,35 @@
+// Error codes returned by every kernel entry point; csrc/bindings.cpp turns them into Python
+// exceptions. The Python layer validates first with better messages; these are the cheap
+// second line of defence that keeps bad arguments from touching memory.
+#pragma once
+
+namespace perceptrons {
+
+enum class Status : int {
+  Ok = 0,
+  NullPointer,         // a required pointer was null
+  BadShape,            // a size was negative, zero where it must not be, or too large
+  BadActivation,       // unknown activation code
+  BadDtype,            // dtype code not supported by this kernel
+  UnsupportedWidth,    // a hidden width above the kernel's limit
+  TooManyLayers,       // more layers than the kernel's limit
+  OutOfMemory,         // workspace allocation failed
+  NotCompiled,         // the requested backend was not built into this module
+};
+
+inline const char* status_message(Status s) {
+  switch (s) {
+    case Status::Ok: return "ok";
+    case Status::NullPointer: return "a required data pointer is null";
+    case Status::BadShape: return "invalid size (negative, zero where a positive size is required, or too large)";
+    case Status::BadActivation: return "unknown activation code";
+    case Status::BadDtype: return "unsupported dtype";
+    case Status::UnsupportedWidth: return "unsupported layer width";
+    case Status::TooManyLayers: return "too many layers";
+    case Status::OutOfMemory: return "could not allocate the kernel workspace";
+    case Status::NotCompiled: return "backend not compiled into this build";
+  }
+  return "unknown error";
+}
+
+}  // namespace perceptrons

@@ -1,0 +1,93 @@
+// C++ API of the fused MLP: plain structs of pointers and sizes, no torch, no Python.
+// A backend (CPU now, CUDA later) implements mlp_forward_* / mlp_backward_* on these structs.
+//
+// Network: y = f_out(W_{L-1} ... f(W_0 x + b_0) ... + b_{L-1}), nn.Linear layout: W_l is
+// (widths[l+1], widths[l]) row-major, b_l is (widths[l+1]) or null. x is (batch, widths[0]) and y
+// is (batch, widths[L]), both row-major and contiguous.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "common/activations.h"
+#include "common/status.h"
+
+namespace perceptrons {
+namespace mlp {
+
+constexpr int kMaxLayers = 64;          // weight matrices
+constexpr int kMaxHiddenWidth = 1024;   // keeps a tile of activations cache-resident
+constexpr int kSavedAlign = 16;         // saved rows are padded to this many elements
+
+enum class DType : int { Float32 = 0, Float64 = 1 };
+
+struct MlpConfig {
+  int n_layers = 0;                     // L >= 1 weight matrices
+  int widths[kMaxLayers + 1] = {};      // widths[0] = in, widths[L] = out
+  Activation activation = Activation::ReLU;
+  double activation_param = 0.0;
+  Activation output_activation = Activation::None;
+  double output_activation_param = 0.0;
+  DType dtype = DType::Float32;
+};
+
+struct MlpParams {
+  const void* weights[kMaxLayers] = {};  // required
+  const void* biases[kMaxLayers] = {};   // null: that layer has no bias
+};
+
+struct MlpForwardArgs {
+  MlpConfig cfg;
+  MlpParams params;
+  int64_t batch = 0;
+  const void* x = nullptr;
+  void* y = nullptr;
+  void* saved = nullptr;  // null: inference (nothing but y is written); else mlp_saved_numel elements
+};
+
+struct MlpBackwardArgs {
+  MlpConfig cfg;
+  MlpParams params;
+  int64_t batch = 0;
+  const void* x = nullptr;
+  const void* y = nullptr;      // needed when the output activation's derivative is taken from y
+  const void* saved = nullptr;  // from the training forward
+  const void* dy = nullptr;
+  void* dx = nullptr;                       // null: dL/dx not wanted
+  void* dweights[kMaxLayers] = {};          // null entries: that gradient not wanted
+  void* dbiases[kMaxLayers] = {};
+};
+
+// ---- What the training forward saves for backward -------------------------------------------
+// Layer l (0-based) produces widths[l+1] values per row. For each hidden layer (l < L-1) we save
+// its post-activation (or its pre-activation for silu/sine); for the output layer we save the
+// pre-activation only when the output activation needs it (silu/sine). Rows are padded to
+// kSavedAlign elements. This layout is shared by every backend.
+inline int64_t saved_row_stride(int width) {
+  return (int64_t(width) + kSavedAlign - 1) / kSavedAlign * kSavedAlign;
+}
+inline bool layer_is_saved(const MlpConfig& c, int l) {
+  return l < c.n_layers - 1 || activation_needs_preactivation(c.output_activation);
+}
+inline int64_t saved_offset(const MlpConfig& c, int64_t batch, int l) {  // elements
+  int64_t off = 0;
+  for (int j = 0; j < l; ++j)
+    if (layer_is_saved(c, j)) off += batch * saved_row_stride(c.widths[j + 1]);
+  return off;
+}
+inline int64_t mlp_saved_numel(const MlpConfig& c, int64_t batch) {
+  return saved_offset(c, batch, c.n_layers);
+}
+// Backward reads y only when the output activation's derivative is written from the output.
+inline bool backward_needs_output(const MlpConfig& c) {
+  return c.output_activation != Activation::None && !activation_needs_preactivation(c.output_activation);
+}
+
+// Checks what every backend needs; the Python layer has already given the user a better message.
+Status validate_config(const MlpConfig& c);
+
+// ---- CPU backend (csrc/mlp/mlp_cpu.cpp) ------------------------------------------------------
+Status mlp_forward_cpu(const MlpForwardArgs& args);
+Status mlp_backward_cpu(const MlpBackwardArgs& args);
+
+}  // namespace mlp
+}  // namespace perceptrons

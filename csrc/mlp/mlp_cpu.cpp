@@ -1,0 +1,112 @@
+// CPU backend of the fused MLP: checks arguments, allocates the workspace and hands the work to
+// the kernel unit of the active instruction set.
+#include <cstdlib>
+#include <new>
+
+#include "common/cpu_isa.h"
+#include "mlp/mlp.h"
+#include "mlp/mlp_cpu_isa.h"
+#include "mlp/mlp_cpu_layout.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace perceptrons {
+namespace mlp {
+
+Status validate_config(const MlpConfig& c) {
+  if (c.n_layers < 1) return Status::BadShape;
+  if (c.n_layers > kMaxLayers) return Status::TooManyLayers;
+  for (int l = 0; l <= c.n_layers; ++l)
+    if (c.widths[l] < 1) return Status::BadShape;
+  for (int l = 1; l < c.n_layers; ++l)
+    if (c.widths[l] > kMaxHiddenWidth) return Status::UnsupportedWidth;
+  if (!activation_valid(int(c.activation)) || !activation_valid(int(c.output_activation)))
+    return Status::BadActivation;
+  if (c.dtype != DType::Float32 && c.dtype != DType::Float64) return Status::BadDtype;
+  return Status::Ok;
+}
+
+namespace {
+
+struct Workspace {
+  void* ptr = nullptr;
+  explicit Workspace(size_t bytes) {
+    // 64-byte alignment: every padded row then starts on a cache line / zmm boundary.
+    bytes = (bytes + 63) / 64 * 64;
+    ptr = bytes ? std::aligned_alloc(64, bytes) : nullptr;
+  }
+  ~Workspace() { std::free(ptr); }
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+};
+
+int max_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+size_t dtype_size(DType d) { return d == DType::Float64 ? sizeof(double) : sizeof(float); }
+
+template <typename Args>
+Status check_params(const Args& a) {
+  Status s = validate_config(a.cfg);
+  if (s != Status::Ok) return s;
+  if (a.batch < 0) return Status::BadShape;
+  for (int l = 0; l < a.cfg.n_layers; ++l)
+    if (!a.params.weights[l]) return Status::NullPointer;
+  return Status::Ok;
+}
+
+}  // namespace
+
+Status mlp_forward_cpu(const MlpForwardArgs& a) {
+  Status s = check_params(a);
+  if (s != Status::Ok) return s;
+  if (a.batch > 0 && (!a.x || !a.y)) return Status::NullPointer;
+  if (a.batch == 0) return Status::Ok;
+  const int threads = max_threads();
+  const cpu::Layout layout = cpu::make_layout(a.cfg, a.batch, threads, false);
+  Workspace ws(size_t(layout.total) * dtype_size(a.cfg.dtype));
+  if (layout.total && !ws.ptr) return Status::OutOfMemory;
+  switch (cpu_isa_active()) {
+#ifdef PERCEPTRONS_HAVE_ISA_AVX512
+    case CpuIsa::AVX512: isa_avx512::forward(a, layout, ws.ptr); break;
+#endif
+#ifdef PERCEPTRONS_HAVE_ISA_AVX2
+    case CpuIsa::AVX2: isa_avx2::forward(a, layout, ws.ptr); break;
+#endif
+    default: isa_generic::forward(a, layout, ws.ptr); break;
+  }
+  return Status::Ok;
+}
+
+Status mlp_backward_cpu(const MlpBackwardArgs& a) {
+  Status s = check_params(a);
+  if (s != Status::Ok) return s;
+  if (a.batch > 0) {
+    if (!a.x || !a.dy) return Status::NullPointer;
+    if (mlp_saved_numel(a.cfg, a.batch) > 0 && !a.saved) return Status::NullPointer;
+    if (backward_needs_output(a.cfg) && !a.y) return Status::NullPointer;
+  }
+  const int threads = max_threads();
+  const cpu::Layout layout = cpu::make_layout(a.cfg, a.batch, threads, true);
+  Workspace ws(size_t(layout.total) * dtype_size(a.cfg.dtype));
+  if (layout.total && !ws.ptr) return Status::OutOfMemory;
+  switch (cpu_isa_active()) {
+#ifdef PERCEPTRONS_HAVE_ISA_AVX512
+    case CpuIsa::AVX512: isa_avx512::backward(a, layout, ws.ptr); break;
+#endif
+#ifdef PERCEPTRONS_HAVE_ISA_AVX2
+    case CpuIsa::AVX2: isa_avx2::backward(a, layout, ws.ptr); break;
+#endif
+    default: isa_generic::backward(a, layout, ws.ptr); break;
+  }
+  return Status::Ok;
+}
+
+}  // namespace mlp
+}  // namespace perceptrons

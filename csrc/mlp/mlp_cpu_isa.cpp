@@ -1,0 +1,396 @@
+// Fused MLP on the CPU: forward (inference and training) and backward, compiled once per ISA.
+//
+// Work is cut into tiles of kTileRows batch rows. A tile goes through every layer before the next
+// tile starts, so its activations stay in L1/L2: in inference nothing but y is written to memory.
+// All activations are row-major with rows padded to kPad; every layer is one register-blocked GEMM
+// (common/cpu_simd.h) against weights packed once per call.
+//
+// Weight gradients: each of n_slots(batch) slots owns a contiguous range of tiles and accumulates
+// their outer products in its own buffer, in order; slots are summed in slot order at the end. The
+// slot count depends on the batch only, so the bits do not change with the thread count.
+#include "mlp/mlp_cpu_isa.h"
+
+#include <cstdint>
+#include <type_traits>
+#include <utility>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "common/activations.h"
+
+namespace perceptrons {
+namespace mlp {
+namespace PERCEPTRONS_ISA_NS {
+namespace {
+
+#include "common/cpu_simd.h"
+
+using cpu::kTileRows;
+using cpu::Layout;
+using cpu::pad;
+
+inline int thread_id() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+// Calls f(std::integral_constant<Activation, a>) so per-element loops see a compile-time activation.
+template <typename F>
+void with_activation(Activation a, F&& f) {
+  switch (a) {
+    case Activation::None: f(std::integral_constant<Activation, Activation::None>{}); break;
+    case Activation::ReLU: f(std::integral_constant<Activation, Activation::ReLU>{}); break;
+    case Activation::LeakyReLU: f(std::integral_constant<Activation, Activation::LeakyReLU>{}); break;
+    case Activation::Sigmoid: f(std::integral_constant<Activation, Activation::Sigmoid>{}); break;
+    case Activation::Tanh: f(std::integral_constant<Activation, Activation::Tanh>{}); break;
+    case Activation::Softplus: f(std::integral_constant<Activation, Activation::Softplus>{}); break;
+    case Activation::SiLU: f(std::integral_constant<Activation, Activation::SiLU>{}); break;
+    case Activation::Sine: f(std::integral_constant<Activation, Activation::Sine>{}); break;
+    case Activation::Exp: f(std::integral_constant<Activation, Activation::Exp>{}); break;
+  }
+}
+
+// out[r][c] = f(in[r][c]) for c < cols.
+template <typename T>
+void activate_rows(Activation act, T p, int rows, int cols, const T* in, long ldi, T* out, long ldo) {
+  with_activation(act, [&](auto A) {
+    for (int r = 0; r < rows; ++r) {
+      const T* s = in + r * ldi;
+      T* d = out + r * ldo;
+      for (int c = 0; c < cols; ++c) d[c] = activation_forward<T>(A.value, s[c], p);
+    }
+  });
+}
+
+// g[r][c] *= f'(.) with f' written from the saved output y (from_input=false) or pre-activation z.
+template <typename T>
+void scale_by_activation_grad(Activation act, T p, bool from_input, int rows, int cols, const T* saved,
+                              long lds, T* g, long ldg) {
+  if (act == Activation::None) return;
+  with_activation(act, [&](auto A) {
+    for (int r = 0; r < rows; ++r) {
+      const T* s = saved + r * lds;
+      T* d = g + r * ldg;
+      if (from_input) {
+        for (int c = 0; c < cols; ++c) d[c] *= activation_grad_from_input<T>(A.value, s[c], p);
+      } else {
+        for (int c = 0; c < cols; ++c) d[c] *= activation_grad_from_output<T>(A.value, s[c], p);
+      }
+    }
+  });
+}
+
+inline Epi epilogue_for(Activation a) {
+  return a == Activation::ReLU ? Epi::ReLU : a == Activation::LeakyReLU ? Epi::Leaky : Epi::Store;
+}
+inline bool epilogue_applies(Activation a) {
+  return a == Activation::ReLU || a == Activation::LeakyReLU || a == Activation::None;
+}
+
+template <typename T>
+struct Net {
+  const MlpConfig* cfg;
+  int L;
+  const T* W[kMaxLayers];
+  const T* b[kMaxLayers];
+  Activation act, out_act;
+  T p, out_p;
+  Activation layer_act(int l) const { return l == L - 1 ? out_act : act; }
+  T layer_p(int l) const { return l == L - 1 ? out_p : p; }
+  int w(int l) const { return cfg->widths[l]; }
+};
+
+template <typename T>
+Net<T> make_net(const MlpConfig& c, const MlpParams& prm) {
+  Net<T> n;
+  n.cfg = &c;
+  n.L = c.n_layers;
+  for (int l = 0; l < c.n_layers; ++l) {
+    n.W[l] = static_cast<const T*>(prm.weights[l]);
+    n.b[l] = static_cast<const T*>(prm.biases[l]);
+  }
+  n.act = c.activation;
+  n.out_act = c.output_activation;
+  n.p = T(c.activation_param);
+  n.out_p = T(c.output_activation_param);
+  return n;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward
+// ---------------------------------------------------------------------------------------------
+
+template <typename T>
+void pack_forward(const Net<T>& n, const Layout& lay, T* ws) {
+  for (int l = 0; l < n.L; ++l) {
+    const int wi = n.w(l), wo = n.w(l + 1);
+    const long ldo = pad(wo);
+    T* wt = ws + lay.packed_w[l];
+    for (int i = 0; i < wi; ++i) {
+      for (int o = 0; o < wo; ++o) wt[i * ldo + o] = n.W[l][long(o) * wi + i];
+      for (long o = wo; o < ldo; ++o) wt[i * ldo + o] = T(0);
+    }
+    T* bp = ws + lay.packed_b[l];
+    for (int o = 0; o < wo; ++o) bp[o] = n.b[l] ? n.b[l][o] : T(0);
+    for (long o = wo; o < ldo; ++o) bp[o] = T(0);
+  }
+}
+
+template <typename T>
+void forward_tile(const Net<T>& n, const MlpForwardArgs& args, const Layout& lay, const T* ws,
+                  int64_t r0, int rows, T* bufA, T* bufB) {
+  constexpr int VL = Simd<T>::L;
+  const T* x = static_cast<const T*>(args.x);
+  T* y = static_cast<T*>(args.y);
+  T* saved = static_cast<T*>(args.saved);
+  const T* in = x + r0 * n.w(0);
+  long ld_in = n.w(0);
+  for (int l = 0; l < n.L; ++l) {
+    const bool last = l == n.L - 1;
+    const int wi = n.w(l), wo = n.w(l + 1);
+    const Activation act = n.layer_act(l);
+    const T p = n.layer_p(l);
+    const bool keep_z = saved && activation_needs_preactivation(act);  // z goes to saved, h elsewhere
+    // Where this layer's GEMM result goes, and where the activated values end up.
+    T* z_dst;
+    long ld_z;
+    int n_store_z;
+    if (saved && layer_is_saved(*n.cfg, l)) {
+      z_dst = saved + saved_offset(*n.cfg, args.batch, l) + r0 * saved_row_stride(wo);
+      ld_z = saved_row_stride(wo);
+      n_store_z = (wo + VL - 1) / VL * VL;
+    } else if (last) {
+      z_dst = y + r0 * wo;
+      ld_z = wo;
+      n_store_z = wo;
+    } else {
+      z_dst = in == bufA ? bufB : bufA;
+      ld_z = lay.tile_ld;
+      n_store_z = (wo + VL - 1) / VL * VL;
+    }
+    const bool fused_act = epilogue_applies(act) && !keep_z;
+    gemm<T>(rows, wo, wi, in, ld_in, 1, ws + lay.packed_w[l], pad(wo), z_dst, ld_z, n_store_z,
+            Init::Row, ws + lay.packed_b[l], fused_act ? epilogue_for(act) : Epi::Store, p);
+    const T* h = z_dst;
+    long ld_h = ld_z;
+    if (!fused_act) {
+      // Transcendental activations: a pass over the tile while it is still in L1/L2.
+      T* h_dst;
+      if (last) {
+        h_dst = y + r0 * wo;
+        ld_h = wo;
+      } else if (keep_z) {
+        h_dst = in == bufA ? bufB : bufA;
+        ld_h = lay.tile_ld;
+      } else {
+        h_dst = z_dst;
+        ld_h = ld_z;
+      }
+      activate_rows<T>(act, p, rows, wo, z_dst, ld_z, h_dst, ld_h);
+      if (!last && h_dst != z_dst) {  // keep the padding columns of the tile at zero
+        for (int r = 0; r < rows; ++r)
+          for (long c = wo; c < (wo + VL - 1) / VL * VL; ++c) h_dst[r * ld_h + c] = T(0);
+      }
+      h = h_dst;
+    }
+    in = h;
+    ld_in = ld_h;
+  }
+}
+
+template <typename T>
+void forward_impl(const MlpForwardArgs& args, const Layout& lay, void* ws_raw) {
+  const Net<T> n = make_net<T>(args.cfg, args.params);
+  T* ws = static_cast<T*>(ws_raw);
+  pack_forward(n, lay, ws);
+  const int64_t tiles = cpu::n_tiles(args.batch);
+#pragma omp parallel num_threads(lay.n_threads)
+  {
+    T* mine = ws + lay.threads_base + int64_t(thread_id()) * lay.per_thread;
+    T* bufA = mine;
+    T* bufB = mine + kTileRows * lay.tile_ld;
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t r0 = t * kTileRows;
+      const int rows = int(args.batch - r0 < kTileRows ? args.batch - r0 : kTileRows);
+      forward_tile<T>(n, args, lay, ws, r0, rows, bufA, bufB);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward
+// ---------------------------------------------------------------------------------------------
+
+template <typename T>
+void pack_backward(const Net<T>& n, const Layout& lay, T* ws) {
+  for (int l = 0; l < n.L; ++l) {
+    const int wi = n.w(l), wo = n.w(l + 1);
+    const long ldi = pad(wi);
+    T* wp = ws + lay.packed_w[l];
+    for (int o = 0; o < wo; ++o) {
+      for (int i = 0; i < wi; ++i) wp[o * ldi + i] = n.W[l][long(o) * wi + i];
+      for (long i = wi; i < ldi; ++i) wp[o * ldi + i] = T(0);
+    }
+  }
+}
+
+template <typename T>
+void backward_tile(const Net<T>& n, const MlpBackwardArgs& args, const Layout& lay, const T* ws,
+                   T* slot, int64_t r0, int rows, T* bufG, T* bufG2, T* bufH) {
+  constexpr int VL = Simd<T>::L;
+  const MlpConfig& c = *n.cfg;
+  const T* x = static_cast<const T*>(args.x);
+  const T* y = static_cast<const T*>(args.y);
+  const T* dy = static_cast<const T*>(args.dy);
+  const T* saved = static_cast<const T*>(args.saved);
+  T* dx = static_cast<T*>(args.dx);
+  const long ldt = lay.tile_ld;
+  auto saved_rows = [&](int l) {  // saved rows of layer l's output, starting at this tile
+    return saved + saved_offset(c, args.batch, l) + r0 * saved_row_stride(n.w(l + 1));
+  };
+
+  // G = dL/dz of the output layer: dy times the output activation's derivative. Padding is zero.
+  {
+    const int wo = n.w(n.L);
+    const int wv = (wo + VL - 1) / VL * VL;
+    for (int r = 0; r < rows; ++r) {
+      const T* s = dy + (r0 + r) * wo;
+      T* d = bufG + r * ldt;
+      for (int o = 0; o < wo; ++o) d[o] = s[o];
+      for (int o = wo; o < wv; ++o) d[o] = T(0);
+    }
+    if (activation_needs_preactivation(n.out_act))
+      scale_by_activation_grad<T>(n.out_act, n.out_p, true, rows, wo, saved_rows(n.L - 1),
+                                  saved_row_stride(wo), bufG, ldt);
+    else if (n.out_act != Activation::None)
+      scale_by_activation_grad<T>(n.out_act, n.out_p, false, rows, wo, y + r0 * wo, wo, bufG, ldt);
+  }
+
+  T* g = bufG;
+  T* g2 = bufG2;
+  for (int l = n.L - 1; l >= 0; --l) {
+    const int wi = n.w(l), wo = n.w(l + 1);
+    // The layer's input activations h (rows x wi).
+    const T* h;
+    long ld_h;
+    if (l == 0) {
+      h = x + r0 * wi;
+      ld_h = wi;
+    } else if (activation_needs_preactivation(n.act)) {
+      activate_rows<T>(n.act, n.p, rows, wi, saved_rows(l - 1), saved_row_stride(wi), bufH, ldt);
+      for (int r = 0; r < rows; ++r)
+        for (int q = wi; q < (wi + VL - 1) / VL * VL; ++q) bufH[r * ldt + q] = T(0);
+      h = bufH;
+      ld_h = ldt;
+    } else {
+      h = saved_rows(l - 1);
+      ld_h = saved_row_stride(wi);
+    }
+    if (args.dweights[l]) {
+      T* acc = slot + lay.slot_w[l];
+      if (cpu::dw_vector_over_input(c, l))  // acc is dW (wo x pad(wi))
+        gemm<T>(wo, wi, rows, g, 1, ldt, h, ld_h, acc, pad(wi), int(pad(wi)), Init::Load, nullptr,
+                Epi::Store, T(0));
+      else  // acc is dW^T (wi x pad(wo))
+        gemm<T>(wi, wo, rows, h, 1, ld_h, g, ldt, acc, pad(wo), int(pad(wo)), Init::Load, nullptr,
+                Epi::Store, T(0));
+    }
+    if (args.dbiases[l]) {
+      using S = Simd<T>;
+      T* acc = slot + lay.slot_b[l];
+      for (int j = 0; j < wo; j += VL) {
+        typename S::V s = S::load(acc + j);
+        for (int r = 0; r < rows; ++r) s += S::load(g + r * ldt + j);
+        S::store(acc + j, s);
+      }
+    }
+    if (l == 0 && !dx) break;
+    T* dst = l == 0 ? dx + r0 * wi : g2;
+    const long ld_dst = l == 0 ? wi : ldt;
+    const int n_store = l == 0 ? wi : (wi + VL - 1) / VL * VL;
+    gemm<T>(rows, wi, wo, g, ldt, 1, ws + lay.packed_w[l], pad(wi), dst, ld_dst, n_store, Init::Zero,
+            nullptr, Epi::Store, T(0));
+    if (l > 0) {
+      const bool from_z = activation_needs_preactivation(n.act);
+      scale_by_activation_grad<T>(n.act, n.p, from_z, rows, wi, saved_rows(l - 1), saved_row_stride(wi),
+                                  g2, ldt);
+      T* t = g;
+      g = g2;
+      g2 = t;
+    }
+  }
+}
+
+template <typename T>
+void backward_impl(const MlpBackwardArgs& args, const Layout& lay, void* ws_raw) {
+  const Net<T> n = make_net<T>(args.cfg, args.params);
+  const MlpConfig& c = args.cfg;
+  T* ws = static_cast<T*>(ws_raw);
+  pack_backward(n, lay, ws);
+  const int64_t tiles = cpu::n_tiles(args.batch);
+  const int S = lay.slots;
+#pragma omp parallel num_threads(lay.n_threads)
+  {
+    T* mine = ws + lay.threads_base + int64_t(thread_id()) * lay.per_thread;
+    T* bufG = mine;
+    T* bufG2 = mine + kTileRows * lay.tile_ld;
+    T* bufH = mine + 2 * kTileRows * lay.tile_ld;
+#pragma omp for schedule(static)
+    for (int s = 0; s < S; ++s) {
+      T* slot = ws + lay.slots_base + int64_t(s) * lay.slot_elems;
+      for (int64_t e = 0; e < lay.slot_elems; ++e) slot[e] = T(0);
+      const int64_t t_begin = tiles * s / S, t_end = tiles * (s + 1) / S;
+      for (int64_t t = t_begin; t < t_end; ++t) {
+        const int64_t r0 = t * kTileRows;
+        const int rows = int(args.batch - r0 < kTileRows ? args.batch - r0 : kTileRows);
+        backward_tile<T>(n, args, lay, ws, slot, r0, rows, bufG, bufG2, bufH);
+      }
+    }
+    // Sum the slots in slot order: deterministic whatever the thread count.
+    for (int l = 0; l < n.L; ++l) {
+      const int wi = n.w(l), wo = n.w(l + 1);
+      const bool over_in = cpu::dw_vector_over_input(c, l);
+      T* dW = static_cast<T*>(args.dweights[l]);
+      if (dW) {
+#pragma omp for schedule(static)
+        for (int o = 0; o < wo; ++o)
+          for (int i = 0; i < wi; ++i) {
+            const int64_t off = lay.slot_w[l] + (over_in ? o * pad(wi) + i : i * pad(wo) + o);
+            T sum = T(0);
+            for (int s = 0; s < S; ++s) sum += ws[lay.slots_base + int64_t(s) * lay.slot_elems + off];
+            dW[int64_t(o) * wi + i] = sum;
+          }
+      }
+      T* db = static_cast<T*>(args.dbiases[l]);
+      if (db) {
+#pragma omp for schedule(static)
+        for (int o = 0; o < wo; ++o) {
+          T sum = T(0);
+          for (int s = 0; s < S; ++s) sum += ws[lay.slots_base + int64_t(s) * lay.slot_elems + lay.slot_b[l] + o];
+          db[o] = sum;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void forward(const MlpForwardArgs& args, const cpu::Layout& layout, void* ws) {
+  if (args.cfg.dtype == DType::Float32) forward_impl<float>(args, layout, ws);
+  else forward_impl<double>(args, layout, ws);
+}
+
+void backward(const MlpBackwardArgs& args, const cpu::Layout& layout, void* ws) {
+  if (args.cfg.dtype == DType::Float32) backward_impl<float>(args, layout, ws);
+  else backward_impl<double>(args, layout, ws);
+}
+
+}  // namespace PERCEPTRONS_ISA_NS
+}  // namespace mlp
+}  // namespace perceptrons

@@ -1,0 +1,129 @@
+"""numpy front of the compiled CPU kernels: no torch needed.
+
+These functions check their arguments, allocate outputs and call perceptrons._C. They are what the
+kernel tests run against the numpy reference; torch users go through perceptrons.nn / perceptrons.ops.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _C
+from . import activations as _acts
+
+_DTYPES = {np.dtype(np.float32): 0, np.dtype(np.float64): 1}
+
+
+class MLPSpec:
+    """Validated description of a fused MLP call: widths, activations and their parameters."""
+
+    def __init__(self, widths, activation="relu", output_activation=None, activation_param=None,
+                 output_activation_param=None):
+        widths = [int(w) for w in widths]
+        if len(widths) < 2:
+            raise ValueError(f"widths: expected at least [in, out], got {widths}")
+        if len(widths) - 1 > _C.MLP_MAX_LAYERS:
+            raise ValueError(f"widths: at most {_C.MLP_MAX_LAYERS} layers are supported, got {len(widths) - 1}")
+        for i, w in enumerate(widths):
+            if w < 1:
+                raise ValueError(f"widths[{i}]: expected a positive width, got {w}")
+        for i, w in enumerate(widths[1:-1], start=1):
+            if w > _C.MLP_MAX_HIDDEN_WIDTH:
+                raise ValueError(f"widths[{i}]: hidden width {w} is not supported; the fused kernels take "
+                                 f"hidden widths up to {_C.MLP_MAX_HIDDEN_WIDTH}")
+        self.widths = widths
+        self.activation = _acts.canonical(activation, "activation")
+        self.output_activation = _acts.canonical(output_activation, "output_activation")
+        self.activation_param = _acts.resolve_param(self.activation, activation_param, "activation_param")
+        self.output_activation_param = _acts.resolve_param(self.output_activation, output_activation_param,
+                                                           "output_activation_param")
+
+    @property
+    def n_layers(self):
+        return len(self.widths) - 1
+
+    def codes(self):
+        return (_acts.CODES[self.activation], self.activation_param,
+                _acts.CODES[self.output_activation], self.output_activation_param)
+
+    def saved_numel(self, batch):
+        """Elements the training forward saves for backward (mirrors mlp_saved_numel in csrc/mlp/mlp.h)."""
+        align = _C.MLP_SAVED_ALIGN
+        total = 0
+        for l in range(self.n_layers):
+            last = l == self.n_layers - 1
+            if not last or self.output_activation in _acts.NEEDS_PREACTIVATION:
+                total += batch * ((self.widths[l + 1] + align - 1) // align * align)
+        return total
+
+    def backward_needs_output(self):
+        return self.output_activation != "none" and self.output_activation not in _acts.NEEDS_PREACTIVATION
+
+    def __repr__(self):
+        return (f"MLPSpec(widths={self.widths}, activation={self.activation!r}, "
+                f"output_activation={self.output_activation!r})")
+
+
+def _check_array(name, a, shape, dtype):
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy array, got {type(a).__name__}")
+    if a.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {dtype}, got {a.dtype}")
+    if tuple(a.shape) != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(a.shape)}")
+    return np.ascontiguousarray(a)
+
+
+def _params(spec, weights, biases, dtype):
+    if len(weights) != spec.n_layers:
+        raise ValueError(f"weights: expected {spec.n_layers} matrices, got {len(weights)}")
+    if biases is not None and len(biases) != spec.n_layers:
+        raise ValueError(f"biases: expected {spec.n_layers} vectors (or None entries), got {len(biases)}")
+    ws, bs = [], []
+    for l in range(spec.n_layers):
+        ws.append(_check_array(f"weights[{l}]", weights[l], (spec.widths[l + 1], spec.widths[l]), dtype))
+        b = None if biases is None else biases[l]
+        bs.append(None if b is None else _check_array(f"biases[{l}]", b, (spec.widths[l + 1],), dtype))
+    return ws, bs
+
+
+def _ptr(a):
+    return 0 if a is None or a.size == 0 else a.ctypes.data
+
+
+def _input(spec, x):
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"x: expected a numpy array, got {type(x).__name__}")
+    if x.dtype not in _DTYPES:
+        raise TypeError(f"x: expected float32 or float64, got {x.dtype}")
+    if x.ndim != 2 or x.shape[1] != spec.widths[0]:
+        raise ValueError(f"x: expected shape (batch, {spec.widths[0]}), got {tuple(x.shape)}")
+    return np.ascontiguousarray(x)
+
+
+def mlp_forward(spec, x, weights, biases=None, training=False):
+    """Runs the fused forward. Returns y, or (y, saved) when training."""
+    x = _input(spec, x)
+    ws, bs = _params(spec, weights, biases, x.dtype)
+    batch = x.shape[0]
+    y = np.empty((batch, spec.widths[-1]), dtype=x.dtype)
+    saved = np.empty(spec.saved_numel(batch), dtype=x.dtype) if training else None
+    _C.mlp_forward_cpu(_DTYPES[x.dtype], spec.widths, *spec.codes(), batch, _ptr(x), [_ptr(w) for w in ws],
+                       [_ptr(b) for b in bs], _ptr(y), _ptr(saved))
+    return (y, saved) if training else y
+
+
+def mlp_backward(spec, dy, x, y, saved, weights, biases=None, need_dx=True):
+    """Runs the fused backward. Returns (dx or None, [dW], [db or None])."""
+    x = _input(spec, x)
+    ws, bs = _params(spec, weights, biases, x.dtype)
+    batch = x.shape[0]
+    dy = _check_array("dy", dy, (batch, spec.widths[-1]), x.dtype)
+    y = _check_array("y", y, (batch, spec.widths[-1]), x.dtype)
+    saved = _check_array("saved", saved, (spec.saved_numel(batch),), x.dtype)
+    dx = np.empty_like(x) if need_dx else None
+    dws = [np.empty_like(w) for w in ws]
+    dbs = [None if b is None else np.empty_like(b) for b in bs]
+    _C.mlp_backward_cpu(_DTYPES[x.dtype], spec.widths, *spec.codes(), batch, _ptr(x), _ptr(y), _ptr(saved),
+                        _ptr(dy), [_ptr(w) for w in ws], _ptr(dx), [_ptr(w) for w in dws],
+                        [_ptr(b) for b in dbs])
+    return dx, dws, dbs

@@ -1,0 +1,4 @@
+"""torch.library custom ops and their autograd wrappers, one module per kernel family."""
+from .mlp import fused_mlp
+
+__all__ = ["fused_mlp"]

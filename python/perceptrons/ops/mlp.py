@@ -1,0 +1,312 @@
+"""Fused MLP as torch custom ops, wrapped by an autograd.Function.
+
+Three autograd-less custom ops call the compiled kernels:
+  perceptrons::mlp_forward        inference: only y is written
+  perceptrons::mlp_forward_train  y and the buffer backward needs (see csrc/mlp/mlp.h)
+  perceptrons::mlp_backward       dx and every weight and bias gradient
+Each has a fake (meta) implementation, so torch.compile(fullgraph=True) traces through them.
+FusedMLPFunction (setup_context style, which torch.func.grad needs) ties them together. Its backward
+uses the fused kernel; when a graph of the backward is asked for (create_graph=True, or functorch
+transforms), it uses an equivalent composite of torch ops instead, so second and higher derivatives
+(eikonal/SDF losses) work: slower, but exact.
+
+A layer without a bias is passed as an empty tensor.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from .. import _C
+from .. import activations as _acts
+from ..kernels import MLPSpec
+
+_DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
+
+
+def _widths(x: Tensor, weights: Sequence[Tensor]):
+    return [int(x.shape[1])] + [int(w.shape[0]) for w in weights]
+
+
+def _spec(x, weights, activation, activation_param, output_activation, output_activation_param):
+    return MLPSpec(_widths(x, weights), activation, output_activation, activation_param, output_activation_param)
+
+
+def _ptr(t: Optional[Tensor]) -> int:
+    return 0 if t is None or t.numel() == 0 else t.data_ptr()
+
+
+def _saved_numel(batch, widths, output_activation):
+    # Mirrors mlp_saved_numel (csrc/mlp/mlp.h); written with plain arithmetic so that a symbolic
+    # batch size (torch.compile with dynamic shapes) passes through.
+    align = _C.MLP_SAVED_ALIGN
+    per_row = 0
+    for l in range(len(widths) - 1):
+        if l < len(widths) - 2 or output_activation in _acts.NEEDS_PREACTIVATION:
+            per_row += (widths[l + 1] + align - 1) // align * align
+    return batch * per_row
+
+
+def _check_cpu(x: Tensor):
+    if x.device.type != "cpu":
+        raise RuntimeError(f"perceptrons.mlp: no kernel for device {x.device} in this build "
+                           f"(CUDA kernels: {_C.build_info()['cuda']}); inputs are never moved between devices")
+
+
+# ---- custom ops --------------------------------------------------------------------------------
+
+@torch.library.custom_op("perceptrons::mlp_forward", mutates_args=(), device_types="cpu")
+def mlp_forward(x: Tensor, weights: list[Tensor], biases: list[Tensor], activation: str, activation_param: float,
+                output_activation: str, output_activation_param: float) -> Tensor:
+    _check_cpu(x)
+    spec = _spec(x, weights, activation, activation_param, output_activation, output_activation_param)
+    y = x.new_empty((x.shape[0], spec.widths[-1]))
+    _C.mlp_forward_cpu(_DTYPE_CODES[x.dtype], spec.widths, *spec.codes(), x.shape[0], _ptr(x),
+                       [_ptr(w) for w in weights], [_ptr(b) for b in biases], _ptr(y), 0)
+    return y
+
+
+@mlp_forward.register_fake
+def _(x, weights, biases, activation, activation_param, output_activation, output_activation_param):
+    return x.new_empty((x.shape[0], weights[-1].shape[0]))
+
+
+@torch.library.custom_op("perceptrons::mlp_forward_train", mutates_args=(), device_types="cpu")
+def mlp_forward_train(x: Tensor, weights: list[Tensor], biases: list[Tensor], activation: str,
+                      activation_param: float, output_activation: str,
+                      output_activation_param: float) -> tuple[Tensor, Tensor]:
+    _check_cpu(x)
+    spec = _spec(x, weights, activation, activation_param, output_activation, output_activation_param)
+    y = x.new_empty((x.shape[0], spec.widths[-1]))
+    saved = x.new_empty((spec.saved_numel(x.shape[0]),))
+    _C.mlp_forward_cpu(_DTYPE_CODES[x.dtype], spec.widths, *spec.codes(), x.shape[0], _ptr(x),
+                       [_ptr(w) for w in weights], [_ptr(b) for b in biases], _ptr(y), _ptr(saved))
+    return y, saved
+
+
+@mlp_forward_train.register_fake
+def _(x, weights, biases, activation, activation_param, output_activation, output_activation_param):
+    widths = [x.shape[1]] + [w.shape[0] for w in weights]
+    return (x.new_empty((x.shape[0], widths[-1])),
+            x.new_empty((_saved_numel(x.shape[0], widths, output_activation),)))
+
+
+@torch.library.custom_op("perceptrons::mlp_backward", mutates_args=(), device_types="cpu")
+def mlp_backward(dy: Tensor, x: Tensor, y: Tensor, saved: Tensor, weights: list[Tensor], biases: list[Tensor],
+                 activation: str, activation_param: float, output_activation: str, output_activation_param: float,
+                 need_dx: bool) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    _check_cpu(x)
+    spec = _spec(x, weights, activation, activation_param, output_activation, output_activation_param)
+    dy = dy.contiguous()
+    dx = torch.empty_like(x) if need_dx else x.new_empty((0,))
+    dws = [torch.empty_like(w) for w in weights]
+    dbs = [torch.empty_like(b) for b in biases]
+    _C.mlp_backward_cpu(_DTYPE_CODES[x.dtype], spec.widths, *spec.codes(), x.shape[0], _ptr(x), _ptr(y),
+                        _ptr(saved), _ptr(dy), [_ptr(w) for w in weights], _ptr(dx), [_ptr(w) for w in dws],
+                        [_ptr(b) for b in dbs])
+    return dx, dws, dbs
+
+
+@mlp_backward.register_fake
+def _(dy, x, y, saved, weights, biases, activation, activation_param, output_activation, output_activation_param,
+      need_dx):
+    dx = torch.empty_like(x) if need_dx else x.new_empty((0,))
+    return dx, [torch.empty_like(w) for w in weights], [torch.empty_like(b) for b in biases]
+
+
+# ---- composite (differentiable) backward for higher-order derivatives ---------------------------
+
+def _act_torch(name: str, z: Tensor, p: float) -> Tensor:
+    if name == "none":
+        return z
+    if name == "relu":
+        return torch.relu(z)
+    if name == "leaky_relu":
+        return torch.nn.functional.leaky_relu(z, p)
+    if name == "sigmoid":
+        return torch.sigmoid(z)
+    if name == "tanh":
+        return torch.tanh(z)
+    if name == "softplus":
+        return torch.nn.functional.softplus(z, beta=p, threshold=20.0)
+    if name == "silu":
+        return torch.nn.functional.silu(z)
+    if name == "sine":
+        return torch.sin(p * z)
+    if name == "exp":
+        return torch.exp(z)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def _act_grad_torch(name: str, z: Tensor, p: float) -> Tensor:
+    """f'(z) as differentiable torch ops (so its own derivative is available)."""
+    if name == "none":
+        return torch.ones_like(z)
+    if name == "relu":
+        return (z > 0).to(z.dtype)
+    if name == "leaky_relu":
+        return torch.where(z > 0, torch.ones_like(z), torch.full_like(z, p))
+    if name == "sigmoid":
+        s = torch.sigmoid(z)
+        return s * (1 - s)
+    if name == "tanh":
+        t = torch.tanh(z)
+        return 1 - t * t
+    if name == "softplus":
+        return torch.where(p * z > 20.0, torch.ones_like(z), torch.sigmoid(p * z))
+    if name == "silu":
+        s = torch.sigmoid(z)
+        return s * (1 + z * (1 - s))
+    if name == "sine":
+        return p * torch.cos(p * z)
+    if name == "exp":
+        return torch.exp(z)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def composite_forward(x, weights, biases, activation, activation_param, output_activation,
+                      output_activation_param, keep_preactivations=False):
+    """The MLP in plain torch ops (also the reference for equality tests against nn.Sequential)."""
+    h, zs, hs = x, [], [x]
+    n = len(weights)
+    for l, (w, b) in enumerate(zip(weights, biases)):
+        z = torch.nn.functional.linear(h, w, b if b.numel() else None)
+        last = l == n - 1
+        h = _act_torch(output_activation if last else activation, z,
+                       output_activation_param if last else activation_param)
+        zs.append(z)
+        if not last:
+            hs.append(h)
+    return (h, zs, hs) if keep_preactivations else h
+
+
+def composite_backward(dy, x, weights, biases, activation, activation_param, output_activation,
+                       output_activation_param, need_dx):
+    """Same result as perceptrons::mlp_backward, written as differentiable torch ops."""
+    _, zs, hs = composite_forward(x, weights, biases, activation, activation_param, output_activation,
+                                  output_activation_param, keep_preactivations=True)
+    g = dy * _act_grad_torch(output_activation, zs[-1], output_activation_param)
+    n = len(weights)
+    dws, dbs = [None] * n, [None] * n
+    for l in range(n - 1, -1, -1):
+        dws[l] = g.transpose(0, 1) @ hs[l]
+        dbs[l] = g.sum(0) if biases[l].numel() else biases[l].new_empty((0,))
+        if l == 0 and not need_dx:
+            g = None
+            break
+        g = g @ weights[l]
+        if l > 0:
+            g = g * _act_grad_torch(activation, zs[l - 1], activation_param)
+    return g, dws, dbs
+
+
+# ---- autograd -----------------------------------------------------------------------------------
+
+class FusedMLPFunction(torch.autograd.Function):
+    """y = MLP(x); inputs: x (batch, in), config, then n weights and n biases (empty = no bias)."""
+
+    @staticmethod
+    def forward(x, activation, activation_param, output_activation, output_activation_param, n, *params):
+        weights, biases = list(params[:n]), list(params[n:])
+        y, saved = mlp_forward_train(x, weights, biases, activation, activation_param, output_activation,
+                                     output_activation_param)
+        return y, saved
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, activation, activation_param, output_activation, output_activation_param, n, *params = inputs
+        y, saved = output
+        ctx.config = (activation, activation_param, output_activation, output_activation_param)
+        ctx.n = n
+        ctx.save_for_backward(x, y, saved, *params)
+        ctx.mark_non_differentiable(saved)
+
+    @staticmethod
+    def backward(ctx, dy, _dsaved):
+        x, y, saved, *params = ctx.saved_tensors
+        n = ctx.n
+        weights, biases = params[:n], params[n:]
+        need_dx = ctx.needs_input_grad[0]
+        if dy is None:
+            dy = torch.zeros_like(y)
+        if torch.is_grad_enabled():
+            # A graph of this backward is wanted (create_graph=True / functorch): composite torch ops.
+            dx, dws, dbs = composite_backward(dy, x, list(weights), list(biases), *ctx.config, need_dx)
+        else:
+            dx, dws, dbs = mlp_backward(dy, x, y, saved, list(weights), list(biases), *ctx.config, need_dx)
+        grads_b = [db if b.numel() else None for db, b in zip(dbs, biases)]
+        return (dx if need_dx else None, None, None, None, None, None, *dws, *grads_b)
+
+
+# ---- functional API -----------------------------------------------------------------------------
+
+def _check_inputs(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Optional[Tensor]]):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
+    if len(weights) == 0:
+        raise ValueError("weights: expected at least one weight matrix, got none")
+    if len(biases) != len(weights):
+        raise ValueError(f"biases: expected {len(weights)} entries (None for no bias), got {len(biases)}")
+    if x.dtype not in _DTYPE_CODES:
+        raise TypeError(f"x: expected dtype torch.float32 or torch.float64 (the CPU kernels' dtypes), got {x.dtype}")
+    if x.device.type not in ("cpu", "meta"):
+        raise RuntimeError(f"x: is on {x.device}, but this build of perceptrons has no kernel for that device "
+                           f"(CUDA kernels: {_C.build_info()['cuda']}); tensors are never copied between devices")
+    if x.dim() < 1:
+        raise ValueError("x: expected at least 1 dimension (..., in_features), got a 0-d tensor")
+    fan_in = x.shape[-1]
+    for l, w in enumerate(weights):
+        if not isinstance(w, Tensor) or w.dim() != 2:
+            raise ValueError(f"weights[{l}]: expected a 2-d tensor (out, in), got "
+                             f"{tuple(w.shape) if isinstance(w, Tensor) else type(w).__name__}")
+        if w.shape[1] != fan_in:
+            what = "x's last dimension" if l == 0 else f"weights[{l - 1}].shape[0]"
+            raise ValueError(f"weights[{l}]: expected {fan_in} input features ({what}), got shape {tuple(w.shape)}")
+        if w.dtype != x.dtype:
+            raise TypeError(f"weights[{l}]: dtype {w.dtype} does not match x's dtype {x.dtype}")
+        if w.device != x.device:
+            raise RuntimeError(f"weights[{l}]: is on {w.device} but x is on {x.device}; "
+                               "tensors are never copied between devices")
+        b = biases[l]
+        if b is not None:
+            if b.shape != (w.shape[0],):
+                raise ValueError(f"biases[{l}]: expected shape ({w.shape[0]},), got {tuple(b.shape)}")
+            if b.dtype != x.dtype:
+                raise TypeError(f"biases[{l}]: dtype {b.dtype} does not match x's dtype {x.dtype}")
+            if b.device != x.device:
+                raise RuntimeError(f"biases[{l}]: is on {b.device} but x is on {x.device}")
+        fan_in = w.shape[0]
+    for l, w in enumerate(weights[:-1]):
+        if w.shape[0] > _C.MLP_MAX_HIDDEN_WIDTH:
+            raise ValueError(f"weights[{l}]: hidden width {w.shape[0]} is not supported; the fused kernels take "
+                             f"hidden widths up to {_C.MLP_MAX_HIDDEN_WIDTH}")
+
+
+def fused_mlp(x: Tensor, weights: Sequence[Tensor], biases: Optional[Sequence[Optional[Tensor]]] = None,
+              activation: str = "relu", output_activation: Optional[str] = None,
+              activation_param: Optional[float] = None, output_activation_param: Optional[float] = None) -> Tensor:
+    """Functional fused MLP. x: (..., in); weights[l]: (out_l, in_l); biases[l]: (out_l,) or None.
+
+    Differentiable in x, every weight and every bias, to any order (see the module docstring).
+    """
+    weights = list(weights)
+    biases = [None] * len(weights) if biases is None else list(biases)
+    _check_inputs(x, weights, biases)
+    act = _acts.canonical(activation, "activation")
+    out_act = _acts.canonical(output_activation, "output_activation")
+    p = _acts.resolve_param(act, activation_param, "activation_param")
+    out_p = _acts.resolve_param(out_act, output_activation_param, "output_activation_param")
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1])
+    if not x2.is_contiguous():
+        x2 = x2.contiguous()
+    weights = [w if w.is_contiguous() else w.contiguous() for w in weights]
+    bs = [x2.new_empty((0,)) if b is None else (b if b.is_contiguous() else b.contiguous()) for b in biases]
+    needs_grad = torch.is_grad_enabled() and (x2.requires_grad or any(t.requires_grad for t in weights + bs))
+    if needs_grad:
+        y, _ = FusedMLPFunction.apply(x2, act, p, out_act, out_p, len(weights), *weights, *bs)
+    else:
+        y = mlp_forward(x2, weights, bs, act, p, out_act, out_p)
+    return y.reshape(*lead, y.shape[-1])

@@ -1,0 +1,7 @@
+"""numpy reference implementations (float64): the source of truth the kernels are tested against.
+
+Nothing here imports torch or the compiled module; formulas are written for reading, not speed.
+"""
+from . import activations, mlp
+
+__all__ = ["activations", "mlp"]
