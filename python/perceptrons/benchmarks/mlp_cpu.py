@@ -1,0 +1,337 @@
+"""FusedMLP on the CPU vs nn.Sequential eager, torch.compile and numpy: `python -m perceptrons bench`.
+
+Each case (widths, batch, threads) is validated first (outputs and every gradient against eager),
+then inference (torch.no_grad) and a training step (forward + backward of input and parameters) are
+timed with all candidates interleaved. Speedups are medians of per-round ratios (timing.py).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from . import machine
+from .report import fmt_rate, fmt_ratio, markdown_table, write_results
+from .timing import interleaved
+
+# The issue's headline configuration: a NeRF/SDF-sized MLP, 32 -> 64 -> 64 -> 16, relu.
+HEADLINE = dict(in_features=32, hidden=64, hidden_layers=2, out_features=16, activation="relu")
+HEADLINE_BATCH = 2 ** 16
+# Step 2 in the exponent keeps the full sweep within ~15 minutes on a 2-core machine.
+SWEEP_BATCHES = [2 ** e for e in range(10, 19, 2)]
+SWEEP_WIDTHS = [16, 32, 64, 128]
+DEFAULT_THREADS = [1, 2]
+# Relative to the largest magnitude of the reference tensor: float32 sums over up to 2^18 rows in a
+# different order than torch's still agree to ~1e-5 of the scale.
+TOLERANCE = 1e-4
+IMPLS = ["ours", "eager", "compile", "numpy"]
+# Timing effort: quick must finish in a minute or two including torch.compile's warm-up.
+EFFORT = {
+    True: dict(warmup=2, min_rounds=5, max_rounds=15, budget_s=2.5, min_sample_s=0.02),
+    False: dict(warmup=3, min_rounds=7, max_rounds=30, budget_s=8.0, min_sample_s=0.05),
+}
+# The issue's targets at the headline configuration (float32).
+TARGETS = {"inference_vs_eager": 3.0, "inference_vs_compile": 1.3, "inference_peak_fraction": 0.60,
+           "training_vs_eager": 2.0}
+
+
+class ValidationError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Case:
+    in_features: int
+    hidden: int
+    hidden_layers: int
+    out_features: int
+    activation: str
+    batch: int
+
+    @property
+    def widths(self):
+        return [self.in_features] + [self.hidden] * self.hidden_layers + [self.out_features]
+
+    @property
+    def label(self):
+        return "-".join(map(str, self.widths)) + f" {self.activation}"
+
+    def forward_flops(self):
+        """2 flops per multiply-add of every layer's matmul (bias and activation not counted)."""
+        w = self.widths
+        return 2 * self.batch * sum(a * b for a, b in zip(w[:-1], w[1:]))
+
+
+def cases(quick: bool):
+    """(case, sweeps it belongs to); a case in both sweeps is timed once."""
+    if quick:
+        return [(Case(**HEADLINE, batch=HEADLINE_BATCH), ["headline"])]
+    out = {}
+    for b in SWEEP_BATCHES:
+        out.setdefault(Case(**HEADLINE, batch=b), []).append("batch")
+    for w in SWEEP_WIDTHS:
+        c = Case(**dict(HEADLINE, hidden=w), batch=HEADLINE_BATCH)
+        out.setdefault(c, []).append("width")
+    return list(out.items())
+
+
+# ---- validation ---------------------------------------------------------------------------------
+
+def _rel_err(got, ref) -> float:
+    got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    if got.shape != ref.shape:
+        return float("inf")
+    scale = max(float(np.abs(ref).max()), 1e-30)
+    return float(np.abs(got - ref).max()) / scale
+
+
+def _check(name: str, got: list, ref: list, errors: dict):
+    """Records the worst relative error of `name` over its tensors; raises if it is over TOLERANCE."""
+    errs = [_rel_err(g, r) for g, r in zip(got, ref)]
+    worst = max(errs) if len(got) == len(ref) else float("inf")
+    errors[name] = worst
+    if not worst <= TOLERANCE:
+        raise ValidationError(f"{name}: max relative error {worst:.3g} > {TOLERANCE:g} "
+                              f"(per tensor: {', '.join(f'{e:.2g}' for e in errs)})")
+
+
+# ---- one case -----------------------------------------------------------------------------------
+
+def _setup(case: Case, compile_baseline: bool, notes: list):
+    import torch
+    from ..nn import FusedMLP
+    from .mlp_baselines import NumpyMLP, compiled
+    torch.manual_seed(0)
+    ours = FusedMLP(case.in_features, case.out_features, hidden_features=case.hidden,
+                    hidden_layers=case.hidden_layers, activation=case.activation, dtype=torch.float32)
+    seq = ours.to_sequential()
+    models = {"ours": ours, "eager": seq}
+    if compile_baseline:
+        torch._dynamo.reset()  # a fresh compile per case: no recompilation limits, no shape reuse
+        models["compile"] = compiled(seq)
+    try:
+        npm = NumpyMLP(seq, case.activation, "none")
+    except ValueError as e:
+        npm = None
+        notes.append(f"numpy baseline skipped: {e}")
+    x = torch.randn(case.batch, case.in_features)
+    grad = torch.randn(case.batch, case.out_features)
+    return models, npm, x, grad
+
+
+def _first_call_s(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def run_case(case: Case, threads: int, quick: bool, compile_baseline: bool, peak: float, log) -> list:
+    """Validates and times one case at one thread count; returns two result records."""
+    import torch
+    from .mlp_baselines import torch_grads, torch_train_step
+    notes = []
+    models, npm, x, grad = _setup(case, compile_baseline, notes)
+    xn, gn = x.numpy(), grad.numpy()
+    errors, first_call = {}, {}
+    records = []
+
+    # Inference: validate every candidate against eager, then time.
+    with torch.no_grad():
+        cands = {name: (lambda m=m: m(x)) for name, m in models.items()}
+        if "compile" in cands:
+            first_call["compile_inference_s"] = _first_call_s(cands["compile"])
+        ref = models["eager"](x).numpy()
+        for name in cands:
+            if name != "eager":
+                _check(f"inference/{name}", [cands[name]().numpy()], [ref], errors)
+        if npm is not None:
+            cands["numpy"] = lambda: npm.forward(xn)
+            _check("inference/numpy", [cands["numpy"]()], [ref], errors)
+        log(f"  inference  validated ({_fmt_errors(errors, 'inference/')}); timing")
+        records.append(_record(case, threads, "inference", case.forward_flops(),
+                               interleaved(cands, reference="ours", **EFFORT[quick]), peak, errors, notes))
+
+    # Training step: every candidate gets its own leaf input, so gradients never mix.
+    cands, grads = {}, {}
+    for name, m in models.items():
+        xi = x.clone().requires_grad_(True)
+        params = list(m.parameters())
+        cands[name] = torch_train_step(m, xi, grad, params)
+        if name == "compile":
+            first_call["compile_training_s"] = _first_call_s(cands[name])
+        cands[name]()
+        grads[name] = [g.numpy() for g in torch_grads(xi, params)]
+    for name in cands:
+        if name != "eager":
+            _check(f"training/{name}", grads[name], grads["eager"], errors)
+    if npm is not None:
+        cands["numpy"] = lambda: npm.train_step(xn, gn)
+        _check("training/numpy", cands["numpy"](), grads["eager"], errors)
+    log(f"  training   validated ({_fmt_errors(errors, 'training/')}); timing")
+    records.append(_record(case, threads, "training", 3 * case.forward_flops(),
+                           interleaved(cands, reference="ours", **EFFORT[quick]), peak, errors, notes))
+    for r in records:
+        r["first_call_s"] = first_call
+    return records
+
+
+def _fmt_errors(errors: dict, prefix: str) -> str:
+    return ", ".join(f"{k[len(prefix):]} {v:.1e}" for k, v in errors.items() if k.startswith(prefix))
+
+
+def _record(case, threads, mode, flops, comp, peak, errors, notes) -> dict:
+    impls = {}
+    for name, t in comp.timings.items():
+        impls[name] = dict(t.as_dict(), samples_per_s=case.batch / t.median, gflops=flops / t.median / 1e9)
+    ours = impls["ours"]
+    return {
+        "case": dict(asdict(case), widths=case.widths, label=case.label),
+        "threads": threads, "mode": mode, "flops": flops, "rounds": comp.rounds,
+        "impls": impls,
+        "speedup_of_ours": {k: comp.speedup(k).as_dict() for k in impls if k != "ours"},
+        "ours_peak_fraction_per_thread": ours["gflops"] / (threads * peak),
+        "max_rel_error": {k: v for k, v in errors.items() if k.startswith(mode)},
+        "load_average": machine.load_average(),
+        "notes": list(notes),
+    }
+
+
+# ---- tables and targets -------------------------------------------------------------------------
+
+def results_table(records: list) -> str:
+    headers = ["threads", "mode", "widths", "batch", "ours ms", "ours samples/s", "ours GFLOP/s",
+               "% peak/thread", "eager samples/s", "compile samples/s", "numpy samples/s",
+               "vs eager", "vs compile", "vs numpy", "load 1m"]
+    rows = []
+    for r in records:
+        im, sp = r["impls"], r["speedup_of_ours"]
+        rows.append([r["threads"], r["mode"], r["case"]["label"], r["case"]["batch"],
+                     f"{im['ours']['median_s'] * 1e3:.3f}", fmt_rate(im["ours"]["samples_per_s"]),
+                     f"{im['ours']['gflops']:.1f}", f"{100 * r['ours_peak_fraction_per_thread']:.0f}%"]
+                    + [fmt_rate(im[k]["samples_per_s"]) if k in im else "n/a" for k in IMPLS[1:]]
+                    + [fmt_ratio(sp[k]) if k in sp else "n/a" for k in IMPLS[1:]]
+                    + [f"{r['load_average'][0]:.2f}" if r["load_average"] else "n/a"])
+    return markdown_table(headers, rows)
+
+
+def check_targets(records: list) -> list:
+    """(description, value, target, passed or None when not measured) at the headline case."""
+    out = []
+    head = [r for r in records if r["case"]["label"] == Case(**HEADLINE, batch=1).label
+            and r["case"]["batch"] == HEADLINE_BATCH]
+    for r in sorted(head, key=lambda r: (r["mode"], r["threads"])):
+        t, sp = r["threads"], r["speedup_of_ours"]
+        if r["mode"] == "inference":
+            checks = [(f"inference {t}T vs eager", sp.get("eager"), TARGETS["inference_vs_eager"]),
+                      (f"inference {t}T vs torch.compile", sp.get("compile"), TARGETS["inference_vs_compile"]),
+                      (f"inference {t}T fraction of one-core peak per thread",
+                       {"median": r["ours_peak_fraction_per_thread"]}, TARGETS["inference_peak_fraction"])]
+        else:
+            checks = [(f"training {t}T vs eager", sp.get("eager"), TARGETS["training_vs_eager"])]
+        for desc, v, target in checks:
+            value = None if v is None else v["median"]
+            out.append((desc, value, target, None if value is None else value >= target))
+    return out
+
+
+def targets_text(targets: list) -> str:
+    lines = []
+    for desc, value, target, ok in targets:
+        status = "n/a " if ok is None else ("PASS" if ok else "FAIL")
+        shown = "not measured" if value is None else f"{value:.2f}"
+        lines.append(f"{status}  {desc}: {shown} (target >= {target:g})")
+    measured = [ok for *_, ok in targets if ok is not None]
+    if not all(measured):
+        overall = "FAIL"
+    elif len(measured) < len(targets):
+        overall = "INCOMPLETE"  # e.g. --no-compile: a target was not measured
+    else:
+        overall = "PASS"
+    lines.append(f"{overall}: issue targets at {HEADLINE_BATCH} rows, {Case(**HEADLINE, batch=1).label}, float32 "
+                 f"({sum(measured)}/{len(targets)} met)")
+    return "\n".join(lines)
+
+
+def machine_text(m: dict) -> str:
+    nominal = m["nominal_core_peak"]["gflops"]
+    return (f"CPU {m['cpu']['model']} ({m['cpu']['logical_cpus']} logical CPUs), ISA {m['cpu_isa']}; "
+            f"one-core FP32 FMA peak: measured {m['measured_core_peak_gflops']:.1f} GFLOP/s"
+            + (f", nominal {nominal:.0f} GFLOP/s" if nominal else "")
+            + f"; torch {m['versions']['torch']}, numpy {m['versions']['numpy']} "
+            f"(BLAS threads: {m['numpy_threads_control']}), perceptrons {m['versions']['perceptrons']}"
+            + (f", commit {m['git']['commit'][:10]}{' (dirty)' if m['git']['dirty'] else ''}" if m["git"] else "")
+            + f"; load average at start {', '.join(f'{v:.2f}' for v in m['load_average_start'] or [])}")
+
+
+# ---- entry point --------------------------------------------------------------------------------
+
+def collect_machine(threads) -> dict:
+    from .. import cpu_isa
+    isa = cpu_isa()
+    cpu = machine.cpuinfo()
+    return {"cpu": cpu, "cpu_isa": isa, "threads": list(threads),
+            "measured_core_peak_gflops": machine.measured_core_peak_gflops(isa),
+            "nominal_core_peak": machine.nominal_core_peak(isa, cpu["mhz"]),
+            "versions": machine.versions(), "git": machine.git_commit(os.path.dirname(os.path.abspath(__file__))),
+            "load_average_start": machine.load_average(), "dtype": "float32"}
+
+
+def main(quick: bool = False, threads=None, out=None, compile_baseline: bool = True) -> int:
+    """Runs the benchmark, prints a markdown table; returns 1 if a validation fails, else 0."""
+    from .. import set_num_threads
+    threads = list(threads or DEFAULT_THREADS)
+    if any(t < 1 for t in threads):
+        raise ValueError(f"threads: expected positive counts, got {threads}")
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # progress on stderr; tables on stdout
+    t_start = time.perf_counter()
+    m = collect_machine(threads)
+    load = m["load_average_start"]
+    if load and load[0] > 0.5:
+        log(f"warning: load average {load[0]:.2f} before starting; OpenMP timings suffer when other "
+            "processes compete for the cores: rerun on an idle machine")
+    if max(threads) > (m["cpu"]["logical_cpus"] or 1):
+        log(f"warning: {max(threads)} threads on {m['cpu']['logical_cpus']} logical CPUs")
+    todo = cases(quick)
+    records = []
+    try:
+        for t in threads:
+            set_num_threads(t)  # our kernels' and torch's OpenMP pools
+            m["numpy_threads_control"] = machine.set_numpy_threads(t)
+            for i, (case, sweeps) in enumerate(todo):
+                log(f"[{t} thread{'s' * (t > 1)}, {i + 1}/{len(todo)}] {case.label}, batch {case.batch}")
+                for r in run_case(case, t, quick, compile_baseline, m["measured_core_peak_gflops"], log):
+                    r["sweeps"] = sweeps
+                    records.append(r)
+    except ValidationError as e:
+        print(f"VALIDATION FAILED: {e}", flush=True)
+        return 1
+    m["elapsed_s"] = time.perf_counter() - t_start
+
+    title = "FusedMLP CPU benchmark" + (" (quick)" if quick else "")
+    order = lambda r: (r["mode"], r["threads"], r["case"]["hidden"], r["case"]["batch"])
+    parts = [f"# {title}", "", machine_text(m), "",
+             "Speedup columns: how many times faster ours is than each baseline, median of per-round "
+             "ratios [min-max]. GFLOP/s counts 2*B*sum(in*out) per forward, 3x that per training step; "
+             "% peak/thread is ours' GFLOP/s / (threads x measured one-core peak).", ""]
+    if quick:
+        parts += [results_table(sorted(records, key=order))]
+    else:
+        for sweep, heading in (("batch", "Batch sweep"), ("width", f"Width sweep (batch {HEADLINE_BATCH})")):
+            parts += [f"## {heading}", "", results_table(sorted([r for r in records if sweep in r["sweeps"]],
+                                                               key=order)), ""]
+    targets = check_targets(records)
+    if targets:
+        parts += ["", "## Issue targets", "", "```", targets_text(targets), "```"]
+    parts += ["", f"Total run time {m['elapsed_s']:.0f} s."]
+    text = "\n".join(parts)
+    print(text, flush=True)
+    if out:
+        data = {"benchmark": "mlp_cpu", "quick": quick, "compile_baseline": compile_baseline,
+                "machine": m, "tolerance": TOLERANCE, "effort": EFFORT[quick], "results": records,
+                "targets": [dict(zip(("target", "value", "threshold", "passed"), t)) for t in targets]}
+        for p in write_results(out, "mlp_cpu_quick" if quick else "mlp_cpu", data, text):
+            log(f"wrote {p}")
+    return 0

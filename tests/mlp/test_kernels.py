@@ -1,0 +1,167 @@
+"""CPU fused-MLP kernels (through the numpy front) against the float64 numpy reference.
+
+Every test runs on every instruction set this CPU supports (generic, AVX2, AVX-512).
+"""
+import itertools
+
+import numpy as np
+import pytest
+
+from perceptrons import kernels as K
+from perceptrons.activations import NAMES
+
+from ..conftest import ISAS, cpu_isa, num_threads
+from .helpers import assert_close, make_net, reference
+
+BATCHES = (0, 1, 7, 1000)
+DTYPES = (np.float32, np.float64)
+
+
+def run_and_compare(widths, activation, output_activation, batch, dtype, rng, bias=True, need_dx=True):
+    spec = K.MLPSpec(widths, activation, output_activation)
+    ws, bs = make_net(widths, dtype, rng, activation, bias)
+    x = rng.standard_normal((batch, widths[0])).astype(dtype)
+    dy = rng.standard_normal((batch, widths[-1])).astype(dtype)
+    y_ref, dx_ref, dw_ref, db_ref = reference(spec, x, ws, bs, dy)
+    tag = f"{widths} {activation}/{output_activation} B={batch} {np.dtype(dtype).name}"
+    for isa in ISAS:
+        with cpu_isa(isa):
+            y = K.mlp_forward(spec, x, ws, bs)
+            assert_close(y, y_ref, dtype, f"[{isa}] y {tag}")
+            y_t, saved = K.mlp_forward(spec, x, ws, bs, training=True)
+            np.testing.assert_array_equal(y_t, y, err_msg=f"[{isa}] training forward differs from inference {tag}")
+            dx, dws, dbs = K.mlp_backward(spec, dy, x, y_t, saved, ws, bs, need_dx=need_dx)
+            if need_dx:
+                assert_close(dx, dx_ref, dtype, f"[{isa}] dx {tag}")
+            else:
+                assert dx is None
+            for l in range(len(ws)):
+                assert_close(dws[l], dw_ref[l], dtype, f"[{isa}] dW[{l}] {tag}")
+                if bias:
+                    assert_close(dbs[l], db_ref[l], dtype, f"[{isa}] db[{l}] {tag}")
+                else:
+                    assert dbs[l] is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("activation", NAMES)
+@pytest.mark.parametrize("depth", (1, 2, 3))
+@pytest.mark.parametrize("hidden", (16, 32, 64, 128))
+def test_hidden_grid(hidden, depth, activation, dtype):
+    """Hidden widths x depths x activations x dtypes; in/out widths and output activation vary."""
+    rng = np.random.default_rng(hash((hidden, depth, activation)) % 2**32)
+    in_w, out_w = [(1, 1), (3, 16), (32, 5), (17, 64)][(hidden // 16 + depth) % 4]
+    output_activation = NAMES[(NAMES.index(activation) + depth) % len(NAMES)]
+    widths = [in_w] + [hidden] * depth + [out_w]
+    for batch in BATCHES:
+        run_and_compare(widths, activation, output_activation, batch, dtype, rng)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("output_activation", NAMES)
+@pytest.mark.parametrize("in_out", [(1, 1), (2, 3), (7, 13), (33, 1), (64, 17), (5, 130)])
+def test_output_activations_and_odd_widths(in_out, output_activation, dtype):
+    rng = np.random.default_rng(7)
+    widths = [in_out[0], 32, 48, in_out[1]]
+    for batch in BATCHES:
+        run_and_compare(widths, "tanh", output_activation, batch, dtype, rng)
+
+
+@pytest.mark.parametrize("widths", [[4, 3], [1, 1], [9, 100, 2], [3, 20, 7, 30, 5], [16, 256, 256, 8],
+                                    [2, 1024, 3], [6, 17, 1, 17, 2]])
+def test_irregular_widths(widths):
+    """Single layers, widths that are not multiples of the vector length, bottlenecks, wide layers."""
+    rng = np.random.default_rng(len(widths))
+    for dtype, batch in itertools.product(DTYPES, (1, 73, 300)):
+        run_and_compare(widths, "silu", "none", batch, dtype, rng)
+
+
+def test_without_bias_and_without_dx():
+    rng = np.random.default_rng(3)
+    for dtype in DTYPES:
+        run_and_compare([5, 64, 64, 3], "relu", "sigmoid", 300, dtype, rng, bias=False)
+        run_and_compare([5, 64, 64, 3], "sine", "none", 300, dtype, rng, need_dx=False)
+
+
+@pytest.mark.parametrize("activation", ["leaky_relu", "softplus", "sine"])
+def test_activation_parameters(activation):
+    rng = np.random.default_rng(11)
+    param = {"leaky_relu": 0.2, "softplus": 3.0, "sine": 5.0}[activation]
+    spec = K.MLPSpec([4, 32, 32, 3], activation, activation, param, param)
+    ws, bs = make_net(spec.widths, np.float64, rng)
+    x = rng.standard_normal((50, 4))
+    dy = rng.standard_normal((50, 3))
+    y_ref, dx_ref, dw_ref, _ = reference(spec, x, ws, bs, dy)
+    y, saved = K.mlp_forward(spec, x, ws, bs, training=True)
+    dx, dws, _ = K.mlp_backward(spec, dy, x, y, saved, ws, bs)
+    assert_close(y, y_ref, np.float64, "y")
+    assert_close(dx, dx_ref, np.float64, "dx")
+    assert_close(dws[0], dw_ref[0], np.float64, "dW0")
+
+
+def test_empty_batch_gives_empty_output_and_zero_gradients():
+    rng = np.random.default_rng(0)
+    spec = K.MLPSpec([3, 16, 2], "relu")
+    ws, bs = make_net(spec.widths, np.float32, rng)
+    x = np.zeros((0, 3), np.float32)
+    y, saved = K.mlp_forward(spec, x, ws, bs, training=True)
+    assert y.shape == (0, 2) and saved.size == 0
+    dx, dws, dbs = K.mlp_backward(spec, np.zeros((0, 2), np.float32), x, y, saved, ws, bs)
+    assert dx.shape == (0, 3)
+    for g, w in zip(dws + dbs, ws + bs):
+        assert g.shape == w.shape and not g.any()
+
+
+def test_nan_and_inf_follow_ieee_and_stay_in_their_row():
+    """NaN/Inf inputs give what IEEE arithmetic gives (the reference's values, NaN where it has NaN),
+    never crash, and never reach other rows."""
+    rng = np.random.default_rng(1)
+    for isa in ISAS:
+        with cpu_isa(isa):
+            for act in ("relu", "tanh", "silu", "sigmoid"):
+                spec = K.MLPSpec([4, 32, 32, 2], act)
+                ws, bs = make_net(spec.widths, np.float32, rng)
+                x = rng.standard_normal((100, 4)).astype(np.float32)
+                x[10, 1] = np.nan
+                x[20, 2] = np.inf
+                x[30, 0] = -np.inf
+                y = K.mlp_forward(spec, x, ws, bs)
+                assert np.isnan(y[10]).all(), f"[{isa}] {act}: a NaN input must give NaN outputs"
+                with np.errstate(all="ignore"):
+                    assert_close(y, reference(spec, x, ws, bs), np.float32, f"[{isa}] {act} with NaN/Inf")
+                ok = np.ones(100, bool)
+                ok[[10, 20, 30]] = False
+                assert np.isfinite(y[ok]).all(), f"[{isa}] {act}: NaN/Inf leaked into other rows"
+                dy = np.ones_like(y)
+                y_t, saved = K.mlp_forward(spec, x, ws, bs, training=True)
+                dx, _, _ = K.mlp_backward(spec, dy, x, y_t, saved, ws, bs)
+                assert np.isfinite(dx[ok]).all(), f"[{isa}] {act}: NaN/Inf leaked into other rows of dx"
+
+
+def test_weight_gradients_are_bitwise_deterministic_across_thread_counts():
+    rng = np.random.default_rng(5)
+    spec = K.MLPSpec([32, 64, 64, 16], "tanh")
+    ws, bs = make_net(spec.widths, np.float32, rng)
+    x = rng.standard_normal((5000, 32)).astype(np.float32)
+    dy = rng.standard_normal((5000, 16)).astype(np.float32)
+    for isa in ISAS:
+        with cpu_isa(isa):
+            results = []
+            for threads in (1, 2, 1):
+                with num_threads(threads):
+                    y, saved = K.mlp_forward(spec, x, ws, bs, training=True)
+                    results.append((y, *K.mlp_backward(spec, dy, x, y, saved, ws, bs)))
+            for other in results[1:]:
+                np.testing.assert_array_equal(other[0], results[0][0])
+                np.testing.assert_array_equal(other[1], results[0][1])
+                for a, b in zip(other[2] + other[3], results[0][2] + results[0][3]):
+                    np.testing.assert_array_equal(a, b, err_msg=f"[{isa}] gradients change with threads")
+
+
+def test_non_contiguous_input_is_accepted():
+    rng = np.random.default_rng(2)
+    spec = K.MLPSpec([3, 16, 2], "relu")
+    ws, bs = make_net(spec.widths, np.float64, rng)
+    x = rng.standard_normal((40, 6))[:, ::2]
+    assert not x.flags.c_contiguous
+    np.testing.assert_array_equal(K.mlp_forward(spec, x, ws, bs), K.mlp_forward(spec, x.copy(), ws, bs))
