@@ -42,6 +42,7 @@ struct MlpForwardArgs {
   const void* x = nullptr;
   void* y = nullptr;
   void* saved = nullptr;  // null: inference (nothing but y is written); else mlp_saved_numel elements
+  void* stream = nullptr; // device backends launch on this stream (a cudaStream_t); the CPU ignores it
 };
 
 struct MlpBackwardArgs {
@@ -55,6 +56,7 @@ struct MlpBackwardArgs {
   void* dx = nullptr;                       // null: dL/dx not wanted
   void* dweights[kMaxLayers] = {};          // null entries: that gradient not wanted
   void* dbiases[kMaxLayers] = {};
+  void* stream = nullptr;
 };
 
 // ---- What the training forward saves for backward -------------------------------------------

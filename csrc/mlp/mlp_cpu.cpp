@@ -61,51 +61,43 @@ Status check_params(const Args& a) {
   return Status::Ok;
 }
 
+// Lays out and allocates the workspace, then runs the kernel unit of the active ISA.
+template <typename Args>
+Status run_on_active_isa(const Args& a, bool backward) {
+  const cpu::Layout layout = cpu::make_layout(a.cfg, a.batch, max_threads(), backward);
+  Workspace ws(size_t(layout.total) * dtype_size(a.cfg.dtype));
+  if (layout.total && !ws.ptr) return Status::OutOfMemory;
+  switch (cpu_isa_active()) {
+#ifdef PERCEPTRONS_HAVE_ISA_AVX512
+    case CpuIsa::AVX512: isa_avx512::run(a, layout, ws.ptr); break;
+#endif
+#ifdef PERCEPTRONS_HAVE_ISA_AVX2
+    case CpuIsa::AVX2: isa_avx2::run(a, layout, ws.ptr); break;
+#endif
+    default: isa_generic::run(a, layout, ws.ptr); break;
+  }
+  return Status::Ok;
+}
+
 }  // namespace
 
 Status mlp_forward_cpu(const MlpForwardArgs& a) {
   Status s = check_params(a);
   if (s != Status::Ok) return s;
-  if (a.batch > 0 && (!a.x || !a.y)) return Status::NullPointer;
   if (a.batch == 0) return Status::Ok;
-  const int threads = max_threads();
-  const cpu::Layout layout = cpu::make_layout(a.cfg, a.batch, threads, false);
-  Workspace ws(size_t(layout.total) * dtype_size(a.cfg.dtype));
-  if (layout.total && !ws.ptr) return Status::OutOfMemory;
-  switch (cpu_isa_active()) {
-#ifdef PERCEPTRONS_HAVE_ISA_AVX512
-    case CpuIsa::AVX512: isa_avx512::forward(a, layout, ws.ptr); break;
-#endif
-#ifdef PERCEPTRONS_HAVE_ISA_AVX2
-    case CpuIsa::AVX2: isa_avx2::forward(a, layout, ws.ptr); break;
-#endif
-    default: isa_generic::forward(a, layout, ws.ptr); break;
-  }
-  return Status::Ok;
+  if (!a.x || !a.y) return Status::NullPointer;
+  return run_on_active_isa(a, false);
 }
 
 Status mlp_backward_cpu(const MlpBackwardArgs& a) {
   Status s = check_params(a);
   if (s != Status::Ok) return s;
-  if (a.batch > 0) {
+  if (a.batch > 0) {  // with an empty batch only the (zero) weight gradients are written
     if (!a.x || !a.dy) return Status::NullPointer;
     if (mlp_saved_numel(a.cfg, a.batch) > 0 && !a.saved) return Status::NullPointer;
     if (backward_needs_output(a.cfg) && !a.y) return Status::NullPointer;
   }
-  const int threads = max_threads();
-  const cpu::Layout layout = cpu::make_layout(a.cfg, a.batch, threads, true);
-  Workspace ws(size_t(layout.total) * dtype_size(a.cfg.dtype));
-  if (layout.total && !ws.ptr) return Status::OutOfMemory;
-  switch (cpu_isa_active()) {
-#ifdef PERCEPTRONS_HAVE_ISA_AVX512
-    case CpuIsa::AVX512: isa_avx512::backward(a, layout, ws.ptr); break;
-#endif
-#ifdef PERCEPTRONS_HAVE_ISA_AVX2
-    case CpuIsa::AVX2: isa_avx2::backward(a, layout, ws.ptr); break;
-#endif
-    default: isa_generic::backward(a, layout, ws.ptr); break;
-  }
-  return Status::Ok;
+  return run_on_active_isa(a, true);
 }
 
 }  // namespace mlp

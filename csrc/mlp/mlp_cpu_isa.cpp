@@ -381,12 +381,12 @@ void backward_impl(const MlpBackwardArgs& args, const Layout& lay, void* ws_raw)
 
 }  // namespace
 
-void forward(const MlpForwardArgs& args, const cpu::Layout& layout, void* ws) {
+void run(const MlpForwardArgs& args, const cpu::Layout& layout, void* ws) {
   if (args.cfg.dtype == DType::Float32) forward_impl<float>(args, layout, ws);
   else forward_impl<double>(args, layout, ws);
 }
 
-void backward(const MlpBackwardArgs& args, const cpu::Layout& layout, void* ws) {
+void run(const MlpBackwardArgs& args, const cpu::Layout& layout, void* ws) {
   if (args.cfg.dtype == DType::Float32) backward_impl<float>(args, layout, ws);
   else backward_impl<double>(args, layout, ws);
 }

@@ -10,8 +10,8 @@
   namespace perceptrons {                                                                \
   namespace mlp {                                                                        \
   namespace NS {                                                                         \
-  void forward(const MlpForwardArgs& args, const cpu::Layout& layout, void* ws);         \
-  void backward(const MlpBackwardArgs& args, const cpu::Layout& layout, void* ws);       \
+  void run(const MlpForwardArgs& args, const cpu::Layout& layout, void* ws);             \
+  void run(const MlpBackwardArgs& args, const cpu::Layout& layout, void* ws);            \
   }                                                                                      \
   }                                                                                      \
   }

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .. import activations as _acts
+from ..kernels import MLPSpec
 from ..ops.mlp import fused_mlp
 from .activations import Exp, Sine
 
@@ -97,12 +98,10 @@ class FusedMLP(nn.Module):
             raise TypeError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
         self.in_features = in_features
         self.out_features = out_features
-        self.widths = widths
-        self.activation = _acts.canonical(activation, "activation")
-        self.output_activation = _acts.canonical(output_activation, "output_activation")
-        self.activation_param = _acts.resolve_param(self.activation, activation_param, "activation_param")
-        self.output_activation_param = _acts.resolve_param(self.output_activation, output_activation_param,
-                                                           "output_activation_param")
+        spec = MLPSpec(widths, activation, output_activation, activation_param, output_activation_param)
+        self.widths = spec.widths
+        self.activation, self.activation_param = spec.activation, spec.activation_param
+        self.output_activation, self.output_activation_param = spec.output_activation, spec.output_activation_param
         biases = [bias] * (len(widths) - 1) if isinstance(bias, bool) else [bool(b) for b in bias]
         if len(biases) != len(widths) - 1:
             raise ValueError(f"bias: expected a bool or one bool per layer ({len(widths) - 1}), got {len(biases)}")
