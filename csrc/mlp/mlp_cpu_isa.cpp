@@ -172,6 +172,12 @@ void forward_tile(const Net<T>& n, const MlpForwardArgs& args, const Layout& lay
       ld_z = lay.tile_ld;
       n_store_z = (wo + VL - 1) / VL * VL;
     }
+    if (z_dst != y + r0 * wo && z_dst != bufA && z_dst != bufB) {
+      // Saved rows are padded to kPad; the GEMM writes whole vectors only. Zero the rest so the
+      // buffer is fully defined (same bits run to run, as opcheck and users expect).
+      for (int r = 0; r < rows; ++r)
+        for (long q = n_store_z; q < ld_z; ++q) z_dst[r * ld_z + q] = T(0);
+    }
     const bool fused_act = epilogue_applies(act) && !keep_z;
     gemm<T>(rows, wo, wi, in, ld_in, 1, ws + lay.packed_w[l], pad(wo), z_dst, ld_z, n_store_z,
             Init::Row, ws + lay.packed_b[l], fused_act ? epilogue_for(act) : Epi::Store, p);

@@ -6,6 +6,7 @@ import glob
 import os
 import platform
 import subprocess
+import time
 
 # FP32 lanes per FMA instruction for each ISA the kernels dispatch to ("generic" is left to the
 # compiler's auto-vectorisation, so it has no fixed width).
@@ -120,3 +121,65 @@ def set_numpy_threads(n: int) -> str:
     fn.argtypes = [ctypes.c_int]
     fn(int(n))
     return "openblas"
+
+
+# ---- other processes' CPU use ---------------------------------------------------------------------
+# The load average lags by a minute and counts our own threads; what spoils an OpenMP timing is
+# another process running at the same moment. This measures exactly that: CPU time the whole machine
+# spent busy minus what this process spent, over a wall-clock interval, as a fraction of all CPUs.
+
+def _system_busy_s() -> float:
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system  # children (compile workers) are not ours: they count as foreign
+
+
+class ForeignCpu:
+    """with ForeignCpu() as f: ...; f.fraction is other processes' share of all CPUs meanwhile
+    (None where /proc/stat is unavailable). Tick resolution (10 ms) makes short intervals noisy."""
+
+    def __enter__(self):
+        try:
+            self._start = (time.perf_counter(), _system_busy_s(), _own_cpu_s())
+        except (OSError, ValueError):
+            self._start = None
+        self.fraction = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._start is None:
+            return False
+        try:
+            wall, busy, own = time.perf_counter(), _system_busy_s(), _own_cpu_s()
+        except (OSError, ValueError):
+            return False
+        w0, b0, o0 = self._start
+        ncpu = os.cpu_count() or 1
+        if wall > w0:
+            self.fraction = max(0.0, ((busy - b0) - (own - o0)) / ((wall - w0) * ncpu))
+        return False
+
+
+class QuietWaiter:
+    """Waits (within a total budget for the whole run) until other processes leave the CPUs alone,
+    so that timings are taken when the machine is quiet rather than whenever the loop gets there."""
+
+    def __init__(self, budget_s: float, threshold: float = 0.1, window_s: float = 0.5):
+        self.budget_s, self.threshold, self.window_s = budget_s, threshold, window_s
+        self.waited_s = 0.0
+
+    def wait(self) -> "float | None":
+        """Returns the last measured foreign CPU fraction (None if unmeasurable)."""
+        while True:
+            with ForeignCpu() as f:
+                time.sleep(self.window_s)
+            self.waited_s += self.window_s
+            if f.fraction is None or f.fraction <= self.threshold or self.waited_s >= self.budget_s:
+                return f.fraction

@@ -33,6 +33,11 @@ EFFORT = {
     True: dict(warmup=2, min_rounds=5, max_rounds=15, budget_s=2.5, min_sample_s=0.02),
     False: dict(warmup=3, min_rounds=7, max_rounds=30, budget_s=8.0, min_sample_s=0.05),
 }
+# Other processes' share of the CPUs above which a timing is retried (the protocol's "rerun when the
+# load is high"), how often, and how long the whole run may wait for a quiet machine.
+BUSY_FRACTION = 0.1
+ATTEMPTS = {True: 1, False: 3}
+QUIET_WAIT_BUDGET_S = {True: 10.0, False: 300.0}
 # The issue's targets at the headline configuration (float32).
 TARGETS = {"inference_vs_eager": 3.0, "inference_vs_compile": 1.3, "inference_peak_fraction": 0.60,
            "training_vs_eager": 2.0}
@@ -128,7 +133,24 @@ def _first_call_s(fn):
     return time.perf_counter() - t0
 
 
-def run_case(case: Case, threads: int, quick: bool, compile_baseline: bool, peak: float, log) -> list:
+def _timed(cands: dict, quick: bool, waiter, log):
+    """Interleaved timing, retried while other processes were busy; keeps the quietest attempt."""
+    best = None
+    for attempt in range(ATTEMPTS[quick]):
+        waiter.wait()
+        with machine.ForeignCpu() as f:
+            comp = interleaved(cands, reference="ours", **EFFORT[quick])
+        foreign = f.fraction
+        if best is None or (foreign is not None and foreign < best[1]):
+            best = (comp, foreign, attempt + 1)
+        if foreign is None or foreign <= BUSY_FRACTION:
+            break
+        log(f"    other processes used {100 * foreign:.0f}% of the CPUs while timing"
+            + ("; retrying" if attempt + 1 < ATTEMPTS[quick] else ""))
+    return best
+
+
+def run_case(case: Case, threads: int, quick: bool, compile_baseline: bool, peak: float, waiter, log) -> list:
     """Validates and times one case at one thread count; returns two result records."""
     import torch
     from .mlp_baselines import torch_grads, torch_train_step
@@ -152,7 +174,7 @@ def run_case(case: Case, threads: int, quick: bool, compile_baseline: bool, peak
             _check("inference/numpy", [cands["numpy"]()], [ref], errors)
         log(f"  inference  validated ({_fmt_errors(errors, 'inference/')}); timing")
         records.append(_record(case, threads, "inference", case.forward_flops(),
-                               interleaved(cands, reference="ours", **EFFORT[quick]), peak, errors, notes))
+                               _timed(cands, quick, waiter, log), peak, errors, notes))
 
     # Training step: every candidate gets its own leaf input, so gradients never mix.
     cands, grads = {}, {}
@@ -172,7 +194,7 @@ def run_case(case: Case, threads: int, quick: bool, compile_baseline: bool, peak
         _check("training/numpy", cands["numpy"](), grads["eager"], errors)
     log(f"  training   validated ({_fmt_errors(errors, 'training/')}); timing")
     records.append(_record(case, threads, "training", 3 * case.forward_flops(),
-                           interleaved(cands, reference="ours", **EFFORT[quick]), peak, errors, notes))
+                           _timed(cands, quick, waiter, log), peak, errors, notes))
     for r in records:
         r["first_call_s"] = first_call
     return records
@@ -182,7 +204,8 @@ def _fmt_errors(errors: dict, prefix: str) -> str:
     return ", ".join(f"{k[len(prefix):]} {v:.1e}" for k, v in errors.items() if k.startswith(prefix))
 
 
-def _record(case, threads, mode, flops, comp, peak, errors, notes) -> dict:
+def _record(case, threads, mode, flops, timed, peak, errors, notes) -> dict:
+    comp, foreign, attempts = timed
     impls = {}
     for name, t in comp.timings.items():
         impls[name] = dict(t.as_dict(), samples_per_s=case.batch / t.median, gflops=flops / t.median / 1e9)
@@ -195,6 +218,7 @@ def _record(case, threads, mode, flops, comp, peak, errors, notes) -> dict:
         "ours_peak_fraction_per_thread": ours["gflops"] / (threads * peak),
         "max_rel_error": {k: v for k, v in errors.items() if k.startswith(mode)},
         "load_average": machine.load_average(),
+        "foreign_cpu_fraction": foreign, "attempts": attempts,
         "notes": list(notes),
     }
 
@@ -204,7 +228,7 @@ def _record(case, threads, mode, flops, comp, peak, errors, notes) -> dict:
 def results_table(records: list) -> str:
     headers = ["threads", "mode", "widths", "batch", "ours ms", "ours samples/s", "ours GFLOP/s",
                "% peak/thread", "eager samples/s", "compile samples/s", "numpy samples/s",
-               "vs eager", "vs compile", "vs numpy", "load 1m"]
+               "vs eager", "vs compile", "vs numpy", "load 1m", "other procs"]
     rows = []
     for r in records:
         im, sp = r["impls"], r["speedup_of_ours"]
@@ -213,7 +237,8 @@ def results_table(records: list) -> str:
                      f"{im['ours']['gflops']:.1f}", f"{100 * r['ours_peak_fraction_per_thread']:.0f}%"]
                     + [fmt_rate(im[k]["samples_per_s"]) if k in im else "n/a" for k in IMPLS[1:]]
                     + [fmt_ratio(sp[k]) if k in sp else "n/a" for k in IMPLS[1:]]
-                    + [f"{r['load_average'][0]:.2f}" if r["load_average"] else "n/a"])
+                    + [f"{r['load_average'][0]:.2f}" if r["load_average"] else "n/a",
+                       "n/a" if r["foreign_cpu_fraction"] is None else f"{100 * r['foreign_cpu_fraction']:.0f}%"])
     return markdown_table(headers, rows)
 
 
@@ -296,26 +321,30 @@ def main(quick: bool = False, threads=None, out=None, compile_baseline: bool = T
         log(f"warning: {max(threads)} threads on {m['cpu']['logical_cpus']} logical CPUs")
     todo = cases(quick)
     records = []
+    waiter = machine.QuietWaiter(QUIET_WAIT_BUDGET_S[quick], BUSY_FRACTION)
     try:
         for t in threads:
             set_num_threads(t)  # our kernels' and torch's OpenMP pools
             m["numpy_threads_control"] = machine.set_numpy_threads(t)
             for i, (case, sweeps) in enumerate(todo):
                 log(f"[{t} thread{'s' * (t > 1)}, {i + 1}/{len(todo)}] {case.label}, batch {case.batch}")
-                for r in run_case(case, t, quick, compile_baseline, m["measured_core_peak_gflops"], log):
+                for r in run_case(case, t, quick, compile_baseline, m["measured_core_peak_gflops"], waiter, log):
                     r["sweeps"] = sweeps
                     records.append(r)
     except ValidationError as e:
         print(f"VALIDATION FAILED: {e}", flush=True)
         return 1
     m["elapsed_s"] = time.perf_counter() - t_start
+    m["waited_for_quiet_s"] = waiter.waited_s
 
     title = "FusedMLP CPU benchmark" + (" (quick)" if quick else "")
     order = lambda r: (r["mode"], r["threads"], r["case"]["hidden"], r["case"]["batch"])
     parts = [f"# {title}", "", machine_text(m), "",
              "Speedup columns: how many times faster ours is than each baseline, median of per-round "
              "ratios [min-max]. GFLOP/s counts 2*B*sum(in*out) per forward, 3x that per training step; "
-             "% peak/thread is ours' GFLOP/s / (threads x measured one-core peak).", ""]
+             "% peak/thread is ours' GFLOP/s / (threads x measured one-core peak). 'other procs': share "
+             "of the CPUs other processes used while the row was timed (above "
+             f"{100 * BUSY_FRACTION:.0f}% the row is unreliable, especially at 2 threads).", ""]
     if quick:
         parts += [results_table(sorted(records, key=order))]
     else:
