@@ -159,23 +159,29 @@ PYBIND11_MODULE(_C, m) {
   m.attr("MLP_MAX_HIDDEN_WIDTH") = mlp::kMaxHiddenWidth;
   m.attr("MLP_SAVED_ALIGN") = mlp::kSavedAlign;
 
-  m.def("mlp_saved_numel", [](const std::vector<int64_t>& widths, int64_t batch, int act, int out_act) {
+  m.def("mlp_saved_numels", [](const std::vector<int64_t>& widths, int64_t batch, int act, int out_act) {
     mlp::MlpConfig c = make_config(0, widths, act, 0.0, out_act, 0.0);
     if (batch < 0) throw py::value_error("batch: expected >= 0, got " + std::to_string(batch));
-    return mlp::mlp_saved_numel(c, batch);
-  });
+    std::vector<int64_t> n(c.n_layers);
+    for (int l = 0; l < c.n_layers; ++l) n[l] = mlp::saved_layer_numel(c, batch, l);
+    return n;
+  }, "Elements the training forward saves per layer (0 where a layer saves nothing).");
 
   m.def("mlp_forward_cpu",
         [](int dtype, const std::vector<int64_t>& widths, int act, double act_p, int out_act, double out_p,
            int64_t batch, uint64_t x, const std::vector<uint64_t>& weights, const std::vector<uint64_t>& biases,
-           uint64_t y, uint64_t saved) {
+           uint64_t y, const std::vector<uint64_t>& saved) {
           mlp::MlpForwardArgs a;
           a.cfg = make_config(dtype, widths, act, act_p, out_act, out_p);
           fill_params(a.params, a.cfg, weights, biases);
           a.batch = batch;
           a.x = ptr(x);
           a.y = const_cast<void*>(ptr(y));
-          a.saved = const_cast<void*>(ptr(saved));
+          a.training = !saved.empty();
+          if (a.training && saved.size() != size_t(a.cfg.n_layers))
+            throw py::value_error("saved: expected one pointer per layer (0 where a layer saves nothing) or an "
+                                  "empty list for inference, got " + std::to_string(saved.size()));
+          for (size_t l = 0; l < saved.size(); ++l) a.saved[l] = const_cast<void*>(ptr(saved[l]));
           Status s;
           {
             py::gil_scoped_release nogil;
@@ -186,11 +192,12 @@ PYBIND11_MODULE(_C, m) {
         py::arg("dtype"), py::arg("widths"), py::arg("activation"), py::arg("activation_param"),
         py::arg("output_activation"), py::arg("output_activation_param"), py::arg("batch"), py::arg("x"),
         py::arg("weights"), py::arg("biases"), py::arg("y"), py::arg("saved"),
-        "Fused MLP forward. saved=0: inference (only y is written); else the training forward.");
+        "Fused MLP forward. saved=[]: inference (only y is written); else the training forward, which "
+        "fills saved[l] (mlp_saved_numels elements) for backward.");
 
   m.def("mlp_backward_cpu",
         [](int dtype, const std::vector<int64_t>& widths, int act, double act_p, int out_act, double out_p,
-           int64_t batch, uint64_t x, uint64_t y, uint64_t saved, uint64_t dy, const std::vector<uint64_t>& weights,
+           int64_t batch, uint64_t x, uint64_t y, const std::vector<uint64_t>& saved, uint64_t dy, const std::vector<uint64_t>& weights,
            uint64_t dx, const std::vector<uint64_t>& dweights, const std::vector<uint64_t>& dbiases) {
           mlp::MlpBackwardArgs a;
           a.cfg = make_config(dtype, widths, act, act_p, out_act, out_p);
@@ -204,7 +211,10 @@ PYBIND11_MODULE(_C, m) {
           a.batch = batch;
           a.x = ptr(x);
           a.y = ptr(y);
-          a.saved = ptr(saved);
+          if (saved.size() != size_t(a.cfg.n_layers))
+            throw py::value_error("saved: expected one pointer per layer (0 where a layer saves nothing), got " +
+                                  std::to_string(saved.size()));
+          for (size_t l = 0; l < saved.size(); ++l) a.saved[l] = ptr(saved[l]);
           a.dy = ptr(dy);
           a.dx = const_cast<void*>(ptr(dx));
           Status s;

@@ -103,7 +103,10 @@ void gemm_micro(int K, const T* __restrict a, long sam, long sak, const T* __res
 #pragma GCC unroll 16
       for (int j = 0; j < NV; ++j) S::store(c + m * ldc + j * VL, acc[m][j]);
   } else {
+    // Unrolled like every other use of acc: one runtime index would force acc out of registers.
+#pragma GCC unroll 16
     for (int m = 0; m < MB; ++m)
+#pragma GCC unroll 16
       for (int j = 0; j < NV; ++j) {
         const int left = n_store - j * VL;
         if (left >= VL) S::store(c + m * ldc + j * VL, acc[m][j]);

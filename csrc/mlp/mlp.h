@@ -41,7 +41,10 @@ struct MlpForwardArgs {
   int64_t batch = 0;
   const void* x = nullptr;
   void* y = nullptr;
-  void* saved = nullptr;  // null: inference (nothing but y is written); else mlp_saved_numel elements
+  // Training forward: saved[l] receives layer l's saved rows (saved_layer_numel elements) for every
+  // layer_is_saved(l); inference: all null, and nothing but y is written.
+  bool training = false;
+  void* saved[kMaxLayers] = {};
   void* stream = nullptr; // device backends launch on this stream (a cudaStream_t); the CPU ignores it
 };
 
@@ -51,7 +54,7 @@ struct MlpBackwardArgs {
   int64_t batch = 0;
   const void* x = nullptr;
   const void* y = nullptr;      // needed when the output activation's derivative is taken from y
-  const void* saved = nullptr;  // from the training forward
+  const void* saved[kMaxLayers] = {};  // from the training forward
   const void* dy = nullptr;
   void* dx = nullptr;                       // null: dL/dx not wanted
   void* dweights[kMaxLayers] = {};          // null entries: that gradient not wanted
@@ -63,21 +66,22 @@ struct MlpBackwardArgs {
 // Layer l (0-based) produces widths[l+1] values per row. For each hidden layer (l < L-1) we save
 // its post-activation (or its pre-activation for silu/sine); for the output layer we save the
 // pre-activation only when the output activation needs it (silu/sine). Rows are padded to
-// kSavedAlign elements. This layout is shared by every backend.
+// kSavedAlign elements. One buffer per layer: a single buffer for all layers is larger than glibc's
+// largest mmap threshold at training batch sizes and would be page-faulted in anew on every call.
+// This layout is shared by every backend.
 inline int64_t saved_row_stride(int width) {
   return (int64_t(width) + kSavedAlign - 1) / kSavedAlign * kSavedAlign;
 }
 inline bool layer_is_saved(const MlpConfig& c, int l) {
   return l < c.n_layers - 1 || activation_needs_preactivation(c.output_activation);
 }
-inline int64_t saved_offset(const MlpConfig& c, int64_t batch, int l) {  // elements
-  int64_t off = 0;
-  for (int j = 0; j < l; ++j)
-    if (layer_is_saved(c, j)) off += batch * saved_row_stride(c.widths[j + 1]);
-  return off;
+inline int64_t saved_layer_numel(const MlpConfig& c, int64_t batch, int l) {
+  return layer_is_saved(c, l) ? batch * saved_row_stride(c.widths[l + 1]) : 0;
 }
-inline int64_t mlp_saved_numel(const MlpConfig& c, int64_t batch) {
-  return saved_offset(c, batch, c.n_layers);
+inline int64_t mlp_saved_numel(const MlpConfig& c, int64_t batch) {  // all layers together
+  int64_t n = 0;
+  for (int l = 0; l < c.n_layers; ++l) n += saved_layer_numel(c, batch, l);
+  return n;
 }
 // Backward reads y only when the output activation's derivative is written from the output.
 inline bool backward_needs_output(const MlpConfig& c) {

@@ -86,6 +86,9 @@ Status mlp_forward_cpu(const MlpForwardArgs& a) {
   if (s != Status::Ok) return s;
   if (a.batch == 0) return Status::Ok;
   if (!a.x || !a.y) return Status::NullPointer;
+  if (a.training)
+    for (int l = 0; l < a.cfg.n_layers; ++l)
+      if (layer_is_saved(a.cfg, l) && !a.saved[l]) return Status::NullPointer;
   return run_on_active_isa(a, false);
 }
 
@@ -94,7 +97,8 @@ Status mlp_backward_cpu(const MlpBackwardArgs& a) {
   if (s != Status::Ok) return s;
   if (a.batch > 0) {  // with an empty batch only the (zero) weight gradients are written
     if (!a.x || !a.dy) return Status::NullPointer;
-    if (mlp_saved_numel(a.cfg, a.batch) > 0 && !a.saved) return Status::NullPointer;
+    for (int l = 0; l < a.cfg.n_layers; ++l)
+      if (layer_is_saved(a.cfg, l) && !a.saved[l]) return Status::NullPointer;
     if (backward_needs_output(a.cfg) && !a.y) return Status::NullPointer;
   }
   return run_on_active_isa(a, true);

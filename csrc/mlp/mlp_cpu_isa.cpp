@@ -67,10 +67,28 @@ void activate_rows(Activation act, T p, int rows, int cols, const T* in, long ld
 }
 
 // g[r][c] *= f'(.) with f' written from the saved output y (from_input=false) or pre-activation z.
+// relu and leaky_relu (the common case) run on whole vectors where the saved rows are padded to the
+// vector length (tiles and saved layers are; g's padding is zero and stays zero).
 template <typename T>
 void scale_by_activation_grad(Activation act, T p, bool from_input, int rows, int cols, const T* saved,
                               long lds, T* g, long ldg) {
   if (act == Activation::None) return;
+  constexpr int VL = Simd<T>::L;
+  const bool padded = lds >= long((cols + VL - 1) / VL * VL);  // y itself (ld = out) may not be
+  if ((act == Activation::ReLU || act == Activation::LeakyReLU) && padded) {
+    using S = Simd<T>;
+    using V = typename S::V;
+    const V one = S::splat(T(1)), below = S::splat(act == Activation::ReLU ? T(0) : p);
+    for (int r = 0; r < rows; ++r) {
+      const T* s = saved + r * lds;
+      T* d = g + r * ldg;
+      for (int c = 0; c < cols; c += S::L) {
+        const V sv = S::load(s + c);
+        S::store(d + c, S::load(d + c) * (sv > T(0) ? one : below));  // y > 0 <=> z > 0
+      }
+    }
+    return;
+  }
   with_activation(act, [&](auto A) {
     for (int r = 0; r < rows; ++r) {
       const T* s = saved + r * lds;
@@ -146,7 +164,6 @@ void forward_tile(const Net<T>& n, const MlpForwardArgs& args, const Layout& lay
   constexpr int VL = Simd<T>::L;
   const T* x = static_cast<const T*>(args.x);
   T* y = static_cast<T*>(args.y);
-  T* saved = static_cast<T*>(args.saved);
   const T* in = x + r0 * n.w(0);
   long ld_in = n.w(0);
   for (int l = 0; l < n.L; ++l) {
@@ -154,13 +171,14 @@ void forward_tile(const Net<T>& n, const MlpForwardArgs& args, const Layout& lay
     const int wi = n.w(l), wo = n.w(l + 1);
     const Activation act = n.layer_act(l);
     const T p = n.layer_p(l);
-    const bool keep_z = saved && activation_needs_preactivation(act);  // z goes to saved, h elsewhere
+    const bool training = args.training;
+    const bool keep_z = training && activation_needs_preactivation(act);  // z goes to saved, h elsewhere
     // Where this layer's GEMM result goes, and where the activated values end up.
     T* z_dst;
     long ld_z;
     int n_store_z;
-    if (saved && layer_is_saved(*n.cfg, l)) {
-      z_dst = saved + saved_offset(*n.cfg, args.batch, l) + r0 * saved_row_stride(wo);
+    if (training && layer_is_saved(*n.cfg, l)) {
+      z_dst = static_cast<T*>(args.saved[l]) + r0 * saved_row_stride(wo);
       ld_z = saved_row_stride(wo);
       n_store_z = (wo + VL - 1) / VL * VL;
     } else if (last) {
@@ -253,11 +271,10 @@ void backward_tile(const Net<T>& n, const MlpBackwardArgs& args, const Layout& l
   const T* x = static_cast<const T*>(args.x);
   const T* y = static_cast<const T*>(args.y);
   const T* dy = static_cast<const T*>(args.dy);
-  const T* saved = static_cast<const T*>(args.saved);
   T* dx = static_cast<T*>(args.dx);
   const long ldt = lay.tile_ld;
   auto saved_rows = [&](int l) {  // saved rows of layer l's output, starting at this tile
-    return saved + saved_offset(c, args.batch, l) + r0 * saved_row_stride(n.w(l + 1));
+    return static_cast<const T*>(args.saved[l]) + r0 * saved_row_stride(n.w(l + 1));
   };
 
   // G = dL/dz of the output layer: dy times the output activation's derivative. Padding is zero.
@@ -275,6 +292,20 @@ void backward_tile(const Net<T>& n, const MlpBackwardArgs& args, const Layout& l
                                   saved_row_stride(wo), bufG, ldt);
     else if (n.out_act != Activation::None)
       scale_by_activation_grad<T>(n.out_act, n.out_p, false, rows, wo, y + r0 * wo, wo, bufG, ldt);
+  }
+
+  // The saved activations come from memory (they do not fit in cache at training batch sizes). Ask
+  // for the next tile's rows now, so the loads overlap this tile's arithmetic instead of stalling it.
+  const int64_t r_next = r0 + rows;
+  if (r_next < args.batch) {
+    const int next_rows = int(args.batch - r_next < kTileRows ? args.batch - r_next : kTileRows);
+    for (int l = 0; l < n.L; ++l) {
+      if (!layer_is_saved(c, l)) continue;
+      const long ld = saved_row_stride(n.w(l + 1));
+      const char* p0 = static_cast<const char*>(args.saved[l]) + r_next * ld * long(sizeof(T));
+      const long bytes = long(next_rows) * ld * long(sizeof(T));
+      for (long off = 0; off < bytes; off += 64) __builtin_prefetch(p0 + off, 0, 2);
+    }
   }
 
   T* g = bufG;

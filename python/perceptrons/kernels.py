@@ -45,15 +45,16 @@ class MLPSpec:
         return (_acts.CODES[self.activation], self.activation_param,
                 _acts.CODES[self.output_activation], self.output_activation_param)
 
-    def saved_numel(self, batch):
-        """Elements the training forward saves for backward (mirrors mlp_saved_numel in csrc/mlp/mlp.h)."""
+    def saved_numels(self, batch):
+        """Elements the training forward saves for backward, per layer (0 where a layer saves nothing);
+        mirrors saved_layer_numel in csrc/mlp/mlp.h. Plain arithmetic, so a symbolic batch passes."""
         align = _C.MLP_SAVED_ALIGN
-        total = 0
+        out = []
         for l in range(self.n_layers):
             last = l == self.n_layers - 1
-            if not last or self.output_activation in _acts.NEEDS_PREACTIVATION:
-                total += batch * ((self.widths[l + 1] + align - 1) // align * align)
-        return total
+            saved = not last or self.output_activation in _acts.NEEDS_PREACTIVATION
+            out.append(batch * ((self.widths[l + 1] + align - 1) // align * align) if saved else 0)
+        return out
 
     def backward_needs_output(self):
         return self.output_activation != "none" and self.output_activation not in _acts.NEEDS_PREACTIVATION
@@ -101,14 +102,14 @@ def _input(spec, x):
 
 
 def mlp_forward(spec, x, weights, biases=None, training=False):
-    """Runs the fused forward. Returns y, or (y, saved) when training."""
+    """Runs the fused forward. Returns y, or (y, saved) when training (saved: one array per layer)."""
     x = _input(spec, x)
     ws, bs = _params(spec, weights, biases, x.dtype)
     batch = x.shape[0]
     y = np.empty((batch, spec.widths[-1]), dtype=x.dtype)
-    saved = np.empty(spec.saved_numel(batch), dtype=x.dtype) if training else None
+    saved = [np.empty(n, dtype=x.dtype) for n in spec.saved_numels(batch)] if training else []
     _C.mlp_forward_cpu(_DTYPES[x.dtype], spec.widths, *spec.codes(), batch, _ptr(x), [_ptr(w) for w in ws],
-                       [_ptr(b) for b in bs], _ptr(y), _ptr(saved))
+                       [_ptr(b) for b in bs], _ptr(y), [_ptr(s) for s in saved])
     return (y, saved) if training else y
 
 
@@ -119,11 +120,14 @@ def mlp_backward(spec, dy, x, y, saved, weights, biases=None, need_dx=True):
     batch = x.shape[0]
     dy = _check_array("dy", dy, (batch, spec.widths[-1]), x.dtype)
     y = _check_array("y", y, (batch, spec.widths[-1]), x.dtype)
-    saved = _check_array("saved", saved, (spec.saved_numel(batch),), x.dtype)
+    numels = spec.saved_numels(batch)
+    if len(saved) != len(numels):
+        raise ValueError(f"saved: expected {len(numels)} arrays (one per layer), got {len(saved)}")
+    saved = [_check_array(f"saved[{l}]", s, (n,), x.dtype) for l, (s, n) in enumerate(zip(saved, numels))]
     dx = np.empty_like(x) if need_dx else None
     dws = [np.empty_like(w) for w in ws]
     dbs = [None if b is None else np.empty_like(b) for b in bs]
-    _C.mlp_backward_cpu(_DTYPES[x.dtype], spec.widths, *spec.codes(), batch, _ptr(x), _ptr(y), _ptr(saved),
+    _C.mlp_backward_cpu(_DTYPES[x.dtype], spec.widths, *spec.codes(), batch, _ptr(x), _ptr(y), [_ptr(s) for s in saved],
                         _ptr(dy), [_ptr(w) for w in ws], _ptr(dx), [_ptr(w) for w in dws],
                         [_ptr(b) for b in dbs])
     return dx, dws, dbs

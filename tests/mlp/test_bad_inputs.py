@@ -103,12 +103,12 @@ def test_numpy_front_rejects_bad_arrays():
 def test_compiled_module_checks_its_arguments_too():
     """The bindings validate again, so a direct call cannot reach the kernel with nonsense."""
     with pytest.raises(ValueError, match=r"widths\[1\]: expected a positive width, got -3"):
-        _C.mlp_forward_cpu(0, [4, -3, 2], 1, 0.0, 0, 0.0, 1, 0, [0, 0], [], 0, 0)
+        _C.mlp_forward_cpu(0, [4, -3, 2], 1, 0.0, 0, 0.0, 1, 0, [0, 0], [], 0, [])
     with pytest.raises(ValueError, match=r"activation: unknown code 42"):
-        _C.mlp_forward_cpu(0, [4, 3, 2], 42, 0.0, 0, 0.0, 1, 0, [0, 0], [], 0, 0)
+        _C.mlp_forward_cpu(0, [4, 3, 2], 42, 0.0, 0, 0.0, 1, 0, [0, 0], [], 0, [])
     with pytest.raises(ValueError, match=r"weights: expected 2 pointers, got 1"):
-        _C.mlp_forward_cpu(0, [4, 3, 2], 1, 0.0, 0, 0.0, 1, 0, [0], [], 0, 0)
+        _C.mlp_forward_cpu(0, [4, 3, 2], 1, 0.0, 0, 0.0, 1, 0, [0], [], 0, [])
     with pytest.raises(ValueError, match=r"mlp_forward_cpu: a required data pointer is null"):
-        _C.mlp_forward_cpu(0, [4, 3, 2], 1, 0.0, 0, 0.0, 1, 0, [0, 0], [], 0, 0)
+        _C.mlp_forward_cpu(0, [4, 3, 2], 1, 0.0, 0, 0.0, 1, 0, [0, 0], [], 0, [])
     with pytest.raises(ValueError, match=r"unsupported layer width"):
-        _C.mlp_forward_cpu(0, [4, 5000, 2], 1, 0.0, 0, 0.0, 1, 0, [0, 0], [], 0, 0)
+        _C.mlp_forward_cpu(0, [4, 5000, 2], 1, 0.0, 0, 0.0, 1, 0, [0, 0], [], 0, [])

@@ -2,7 +2,7 @@
 
 Three autograd-less custom ops call the compiled kernels:
   perceptrons::mlp_forward        inference: only y is written
-  perceptrons::mlp_forward_train  y and the buffer backward needs (see csrc/mlp/mlp.h)
+  perceptrons::mlp_forward_train  y and the buffers backward needs, one per layer (csrc/mlp/mlp.h)
   perceptrons::mlp_backward       dx and every weight and bias gradient
 Each has a fake (meta) implementation, so torch.compile(fullgraph=True) traces through them.
 FusedMLPFunction (setup_context style, which torch.func.grad needs) ties them together. Its backward
@@ -38,17 +38,6 @@ def _ptr(t: Optional[Tensor]) -> int:
     return 0 if t is None or t.numel() == 0 else t.data_ptr()
 
 
-def _saved_numel(batch, widths, output_activation):
-    # Mirrors mlp_saved_numel (csrc/mlp/mlp.h); written with plain arithmetic so that a symbolic
-    # batch size (torch.compile with dynamic shapes) passes through.
-    align = _C.MLP_SAVED_ALIGN
-    per_row = 0
-    for l in range(len(widths) - 1):
-        if l < len(widths) - 2 or output_activation in _acts.NEEDS_PREACTIVATION:
-            per_row += (widths[l + 1] + align - 1) // align * align
-    return batch * per_row
-
-
 def _check_cpu(x: Tensor):
     if x.device.type != "cpu":
         raise RuntimeError(f"perceptrons.mlp: no kernel for device {x.device} in this build "
@@ -64,7 +53,7 @@ def mlp_forward(x: Tensor, weights: list[Tensor], biases: list[Tensor], activati
     spec = _spec(x, weights, activation, activation_param, output_activation, output_activation_param)
     y = x.new_empty((x.shape[0], spec.widths[-1]))
     _C.mlp_forward_cpu(_DTYPE_CODES[x.dtype], spec.widths, *spec.codes(), x.shape[0], _ptr(x),
-                       [_ptr(w) for w in weights], [_ptr(b) for b in biases], _ptr(y), 0)
+                       [_ptr(w) for w in weights], [_ptr(b) for b in biases], _ptr(y), [])
     return y
 
 
@@ -76,25 +65,25 @@ def _(x, weights, biases, activation, activation_param, output_activation, outpu
 @torch.library.custom_op("perceptrons::mlp_forward_train", mutates_args=(), device_types="cpu")
 def mlp_forward_train(x: Tensor, weights: list[Tensor], biases: list[Tensor], activation: str,
                       activation_param: float, output_activation: str,
-                      output_activation_param: float) -> tuple[Tensor, Tensor]:
+                      output_activation_param: float) -> tuple[Tensor, list[Tensor]]:
     _check_cpu(x)
     spec = _spec(x, weights, activation, activation_param, output_activation, output_activation_param)
     y = x.new_empty((x.shape[0], spec.widths[-1]))
-    saved = x.new_empty((spec.saved_numel(x.shape[0]),))
+    saved = [x.new_empty((n,)) for n in spec.saved_numels(x.shape[0])]
     _C.mlp_forward_cpu(_DTYPE_CODES[x.dtype], spec.widths, *spec.codes(), x.shape[0], _ptr(x),
-                       [_ptr(w) for w in weights], [_ptr(b) for b in biases], _ptr(y), _ptr(saved))
+                       [_ptr(w) for w in weights], [_ptr(b) for b in biases], _ptr(y), [_ptr(s) for s in saved])
     return y, saved
 
 
 @mlp_forward_train.register_fake
 def _(x, weights, biases, activation, activation_param, output_activation, output_activation_param):
-    widths = [x.shape[1]] + [w.shape[0] for w in weights]
-    return (x.new_empty((x.shape[0], widths[-1])),
-            x.new_empty((_saved_numel(x.shape[0], widths, output_activation),)))
+    spec = MLPSpec([x.shape[1]] + [w.shape[0] for w in weights], activation, output_activation, activation_param,
+                   output_activation_param)
+    return x.new_empty((x.shape[0], spec.widths[-1])), [x.new_empty((n,)) for n in spec.saved_numels(x.shape[0])]
 
 
 @torch.library.custom_op("perceptrons::mlp_backward", mutates_args=(), device_types="cpu")
-def mlp_backward(dy: Tensor, x: Tensor, y: Tensor, saved: Tensor, weights: list[Tensor], biases: list[Tensor],
+def mlp_backward(dy: Tensor, x: Tensor, y: Tensor, saved: list[Tensor], weights: list[Tensor], biases: list[Tensor],
                  activation: str, activation_param: float, output_activation: str, output_activation_param: float,
                  need_dx: bool) -> tuple[Tensor, list[Tensor], list[Tensor]]:
     _check_cpu(x)
@@ -104,7 +93,7 @@ def mlp_backward(dy: Tensor, x: Tensor, y: Tensor, saved: Tensor, weights: list[
     dws = [torch.empty_like(w) for w in weights]
     dbs = [torch.empty_like(b) for b in biases]
     _C.mlp_backward_cpu(_DTYPE_CODES[x.dtype], spec.widths, *spec.codes(), x.shape[0], _ptr(x), _ptr(y),
-                        _ptr(saved), _ptr(dy), [_ptr(w) for w in weights], _ptr(dx), [_ptr(w) for w in dws],
+                        [_ptr(s) for s in saved], _ptr(dy), [_ptr(w) for w in weights], _ptr(dx), [_ptr(w) for w in dws],
                         [_ptr(b) for b in dbs])
     return dx, dws, dbs
 
@@ -212,22 +201,22 @@ class FusedMLPFunction(torch.autograd.Function):
         weights, biases = list(params[:n]), list(params[n:])
         y, saved = mlp_forward_train(x, weights, biases, activation, activation_param, output_activation,
                                      output_activation_param)
-        return y, saved
+        return y, *saved
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         x, activation, activation_param, output_activation, output_activation_param, n, *params = inputs
-        y, saved = output
+        y, *saved = output
         ctx.config = (activation, activation_param, output_activation, output_activation_param)
         ctx.n = n
-        ctx.save_for_backward(x, y, saved, *params)
-        ctx.mark_non_differentiable(saved)
+        ctx.save_for_backward(x, y, *params, *saved)
+        ctx.mark_non_differentiable(*saved)
 
     @staticmethod
-    def backward(ctx, dy, _dsaved):
-        x, y, saved, *params = ctx.saved_tensors
+    def backward(ctx, dy, *_dsaved):
+        x, y, *rest = ctx.saved_tensors
         n = ctx.n
-        weights, biases = params[:n], params[n:]
+        weights, biases, saved = rest[:n], rest[n:2 * n], list(rest[2 * n:])
         need_dx = ctx.needs_input_grad[0]
         if dy is None:
             dy = torch.zeros_like(y)
@@ -306,7 +295,7 @@ def fused_mlp(x: Tensor, weights: Sequence[Tensor], biases: Optional[Sequence[Op
     bs = [x2.new_empty((0,)) if b is None else (b if b.is_contiguous() else b.contiguous()) for b in biases]
     needs_grad = torch.is_grad_enabled() and (x2.requires_grad or any(t.requires_grad for t in weights + bs))
     if needs_grad:
-        y, _ = FusedMLPFunction.apply(x2, act, p, out_act, out_p, len(weights), *weights, *bs)
+        y = FusedMLPFunction.apply(x2, act, p, out_act, out_p, len(weights), *weights, *bs)[0]
     else:
         y = mlp_forward(x2, weights, bs, act, p, out_act, out_p)
     return y.reshape(*lead, y.shape[-1])
