@@ -39,6 +39,8 @@ def plot(json_path: str, png_path: str = None) -> str:
                 hi = [p[0] / p[1]["min_s"] - m for m, p in zip(med, pts)]
                 ax.errorbar(b, med, yerr=[lo, hi], label=name, color=color, marker=marker, capsize=2)
             ax.set_xscale("log", base=2)
+            ax.set_xticks([r["case"]["batch"] for r in sel])
+            ax.tick_params(labelbottom=True)
             ax.set_yscale("log")
             ax.set_title(f"{mode}, {t} thread{'s' * (t > 1)}")
             ax.set_xlabel("batch size (rows)")

@@ -33,7 +33,7 @@ def cpuinfo() -> dict:
             "logical_cpus": os.cpu_count()}
 
 
-def measured_core_peak_gflops(isa: str, seconds: float = 0.3, tries: int = 3) -> float:
+def measured_core_peak_gflops(isa: str, seconds: float = 0.3, tries: int = 5) -> float:
     """One core's FP32 FMA throughput on `isa`, measured: the best of a few runs, since another
     process can only make a run slower."""
     from .. import _C
@@ -61,6 +61,18 @@ def git_commit(path: str):
         return {"commit": head, "dirty": dirty}
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def extension_built() -> dict:
+    """Path and modification time of the loaded compiled module: with an editable install, HEAD and
+    the kernels actually timed can differ (a rebuild is needed for source changes to count)."""
+    from .. import _C
+    path = getattr(_C, "__file__", None)
+    try:
+        mtime = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(os.path.getmtime(path)))
+    except (OSError, TypeError):
+        mtime = None
+    return {"path": path, "modified_utc": mtime}
 
 
 def load_average():

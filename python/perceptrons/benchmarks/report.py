@@ -28,6 +28,7 @@ def fmt_ratio(r: dict) -> str:
 
 def fmt_rate(x: float) -> str:
     """Samples per second in engineering units, e.g. 12.3M."""
+    x = float(f"{x:.3g}")  # round first, so that 999.6e3 is shown as 1M, not 1e+03k
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if x >= scale:
             return f"{x / scale:.3g}{unit}"

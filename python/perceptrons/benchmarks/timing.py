@@ -89,7 +89,8 @@ def _sample(fn: Callable[[], object], calls: int, sync: Optional[Callable[[], No
 
 def interleaved(candidates: Dict[str, Callable[[], object]], *, reference: Optional[str] = None,
                 warmup: int = 2, min_rounds: int = 5, max_rounds: int = 25, budget_s: float = 5.0,
-                min_sample_s: float = 0.02, sync: Optional[Callable[[], None]] = None) -> Comparison:
+                min_sample_s: float = 0.02, sync: Optional[Callable[[], None]] = None,
+                settle_s: Optional[Dict[str, float]] = None) -> Comparison:
     """Times every candidate in rounds A B C A B C ... and returns per-call seconds for each round.
 
     warmup: untimed calls of each candidate, interleaved too (first-call allocations, caches,
@@ -101,7 +102,12 @@ def interleaved(candidates: Dict[str, Callable[[], object]], *, reference: Optio
         calibration, clamped to [min_rounds, max_rounds]; slow configurations get min_rounds.
     reference: the candidate ratios are taken against (default: the first).
     sync: called before and after each sample (e.g. torch.cuda.synchronize).
+    settle_s: seconds to sleep, untimed, after a candidate's sample. A candidate with its own
+        thread pool can leave it spinning after returning (OpenBLAS's workers busy-wait ~0.13 s
+        after each call), which steals the cores from whichever candidate runs next; the sleep
+        lets that pool go idle, so the next candidate is not charged for it.
     """
+    settle_s = settle_s or {}
     names = list(candidates)
     reference = reference or names[0]
     for _ in range(warmup):
@@ -119,4 +125,6 @@ def interleaved(candidates: Dict[str, Callable[[], object]], *, reference: Optio
         order = names[r % len(names):] + names[:r % len(names)]
         for n in order:
             timings[n].seconds.append(_sample(candidates[n], calls[n], sync))
+            if settle_s.get(n):
+                time.sleep(settle_s[n])
     return Comparison(reference, timings, rounds)
