@@ -64,7 +64,11 @@ Status check_params(const Args& a) {
 // Lays out and allocates the workspace, then runs the kernel unit of the active ISA.
 template <typename Args>
 Status run_on_active_isa(const Args& a, bool backward) {
-  const cpu::Layout layout = cpu::make_layout(a.cfg, a.batch, max_threads(), backward);
+  // No more threads than units of work (tiles forward, slots backward): a small batch then runs
+  // on the calling thread without waking a team, and workspace is sized for the threads used.
+  const int64_t units = backward ? cpu::n_slots(a.batch) : cpu::n_tiles(a.batch);
+  const int threads = int(units < max_threads() ? (units > 0 ? units : 1) : max_threads());
+  const cpu::Layout layout = cpu::make_layout(a.cfg, a.batch, threads, backward);
   Workspace ws(size_t(layout.total) * dtype_size(a.cfg.dtype));
   if (layout.total && !ws.ptr) return Status::OutOfMemory;
   switch (cpu_isa_active()) {

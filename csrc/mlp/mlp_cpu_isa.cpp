@@ -232,7 +232,7 @@ void forward_impl(const MlpForwardArgs& args, const Layout& lay, void* ws_raw) {
   T* ws = static_cast<T*>(ws_raw);
   pack_forward(n, lay, ws);
   const int64_t tiles = cpu::n_tiles(args.batch);
-#pragma omp parallel num_threads(lay.n_threads)
+#pragma omp parallel num_threads(lay.n_threads) if (lay.n_threads > 1)
   {
     T* mine = ws + lay.threads_base + int64_t(thread_id()) * lay.per_thread;
     T* bufA = mine;
@@ -371,7 +371,7 @@ void backward_impl(const MlpBackwardArgs& args, const Layout& lay, void* ws_raw)
   pack_backward(n, lay, ws);
   const int64_t tiles = cpu::n_tiles(args.batch);
   const int S = lay.slots;
-#pragma omp parallel num_threads(lay.n_threads)
+#pragma omp parallel num_threads(lay.n_threads) if (lay.n_threads > 1)
   {
     T* mine = ws + lay.threads_base + int64_t(thread_id()) * lay.per_thread;
     T* bufG = mine;

@@ -211,6 +211,8 @@ class FusedMLPFunction(torch.autograd.Function):
         ctx.n = n
         ctx.save_for_backward(x, y, *params, *saved)
         ctx.mark_non_differentiable(*saved)
+        # Otherwise autograd fills a zero gradient for every saved buffer (megabytes) on each backward.
+        ctx.set_materialize_grads(False)
 
     @staticmethod
     def backward(ctx, dy, *_dsaved):
