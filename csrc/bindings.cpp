@@ -13,6 +13,7 @@
 #include "common/build_info.h"
 #include "common/cpu_isa.h"
 #include "common/cuda_device.h"
+#include "kan/kan.h"
 #include "mlp/mlp.h"
 #include "mlp/mlp_cpu_layout.h"
 #ifdef _OPENMP
@@ -102,6 +103,34 @@ CpuIsa isa_from(const std::string& name) {
   if (!parse_cpu_isa(name.c_str(), &isa))
     throw py::value_error("isa: expected one of 'generic', 'avx2', 'avx512', got '" + name + "'");
   return isa;
+}
+
+kan::KanConfig make_kan_config(int dtype, int64_t in, int64_t out, int64_t grid_size, int64_t order, int mode) {
+  auto positive = [](int64_t v, const char* name) {
+    if (v < 1 || v > INT32_MAX) throw py::value_error(std::string(name) + ": expected a positive size, got " + std::to_string(v));
+    return int(v);
+  };
+  kan::KanConfig c;
+  c.in_features = positive(in, "in_features");
+  c.out_features = positive(out, "out_features");
+  c.grid_size = positive(grid_size, "grid_size");
+  if (order < 1 || order > kMaxSplineOrder)
+    throw py::value_error("spline_order: expected 1.." + std::to_string(kMaxSplineOrder) + ", got " + std::to_string(order));
+  c.spline_order = int(order);
+  if (mode != 0 && mode != 1) throw py::value_error("mode: expected 0 (extend) or 1 (clamp), got " + std::to_string(mode));
+  c.mode = kan::OutOfRange(mode);
+  if (dtype != 0 && dtype != 1) throw py::value_error("dtype: expected 0 (float32) or 1 (float64), got " + std::to_string(dtype));
+  c.dtype = DType(dtype);
+  return c;
+}
+
+kan::KanParams make_kan_params(uint64_t grid, uint64_t bw, uint64_t sw, uint64_t ss) {
+  kan::KanParams p;
+  p.grid = ptr(grid);
+  p.base_weight = ptr(bw);
+  p.spline_weight = ptr(sw);
+  p.spline_scaler = ptr(ss);
+  return p;
 }
 
 }  // namespace
@@ -229,4 +258,54 @@ PYBIND11_MODULE(_C, m) {
         py::arg("y"), py::arg("saved"), py::arg("dy"), py::arg("weights"), py::arg("dx"), py::arg("dweights"),
         py::arg("dbiases"),
         "Fused MLP backward: dx (0: not wanted), per-layer weight and bias gradients (0: not wanted).");
+
+  m.attr("KAN_MAX_SPLINE_ORDER") = kMaxSplineOrder;
+
+  m.def("kan_forward_cpu",
+        [](int dtype, int64_t in, int64_t out, int64_t grid_size, int64_t order, int mode, int64_t batch, uint64_t x,
+           uint64_t grid, uint64_t base_weight, uint64_t spline_weight, uint64_t spline_scaler, uint64_t y) {
+          kan::KanForwardArgs a;
+          a.cfg = make_kan_config(dtype, in, out, grid_size, order, mode);
+          a.params = make_kan_params(grid, base_weight, spline_weight, spline_scaler);
+          a.batch = batch;
+          a.x = ptr(x);
+          a.y = const_cast<void*>(ptr(y));
+          Status s;
+          {
+            py::gil_scoped_release nogil;
+            s = kan::kan_forward_cpu(a);
+          }
+          raise_on(s, "kan_forward_cpu");
+        },
+        py::arg("dtype"), py::arg("in_features"), py::arg("out_features"), py::arg("grid_size"),
+        py::arg("spline_order"), py::arg("mode"), py::arg("batch"), py::arg("x"), py::arg("grid"),
+        py::arg("base_weight"), py::arg("spline_weight"), py::arg("spline_scaler"), py::arg("y"),
+        "Spline-KAN layer forward (spline_scaler=0: none).");
+
+  m.def("kan_backward_cpu",
+        [](int dtype, int64_t in, int64_t out, int64_t grid_size, int64_t order, int mode, int64_t batch, uint64_t x,
+           uint64_t grid, uint64_t base_weight, uint64_t spline_weight, uint64_t spline_scaler, uint64_t dy,
+           uint64_t dx, uint64_t d_base_weight, uint64_t d_spline_weight, uint64_t d_spline_scaler) {
+          kan::KanBackwardArgs a;
+          a.cfg = make_kan_config(dtype, in, out, grid_size, order, mode);
+          a.params = make_kan_params(grid, base_weight, spline_weight, spline_scaler);
+          a.batch = batch;
+          a.x = ptr(x);
+          a.dy = ptr(dy);
+          a.dx = const_cast<void*>(ptr(dx));
+          a.d_base_weight = const_cast<void*>(ptr(d_base_weight));
+          a.d_spline_weight = const_cast<void*>(ptr(d_spline_weight));
+          a.d_spline_scaler = const_cast<void*>(ptr(d_spline_scaler));
+          Status s;
+          {
+            py::gil_scoped_release nogil;
+            s = kan::kan_backward_cpu(a);
+          }
+          raise_on(s, "kan_backward_cpu");
+        },
+        py::arg("dtype"), py::arg("in_features"), py::arg("out_features"), py::arg("grid_size"),
+        py::arg("spline_order"), py::arg("mode"), py::arg("batch"), py::arg("x"), py::arg("grid"),
+        py::arg("base_weight"), py::arg("spline_weight"), py::arg("spline_scaler"), py::arg("dy"), py::arg("dx"),
+        py::arg("d_base_weight"), py::arg("d_spline_weight"), py::arg("d_spline_scaler"),
+        "Spline-KAN layer backward; pointers of 0 mark gradients not wanted.");
 }

@@ -15,6 +15,7 @@ enum class Status : int {
   TooManyLayers,       // more layers than the kernel's limit
   OutOfMemory,         // workspace allocation failed
   NotCompiled,         // the requested backend was not built into this module
+  BadGrid,             // KAN knots not finite or decreasing
 };
 
 inline const char* status_message(Status s) {
@@ -28,6 +29,7 @@ inline const char* status_message(Status s) {
     case Status::TooManyLayers: return "too many layers";
     case Status::OutOfMemory: return "could not allocate the kernel workspace";
     case Status::NotCompiled: return "backend not compiled into this build";
+    case Status::BadGrid: return "grid: every feature's knots must be finite and non-decreasing, first < last";
   }
   return "unknown error";
 }

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "common/activations.h"
+#include "common/dtype.h"
 #include "common/status.h"
 
 namespace perceptrons {
@@ -18,7 +19,7 @@ constexpr int kMaxLayers = 64;          // weight matrices
 constexpr int kMaxHiddenWidth = 1024;   // keeps a tile of activations cache-resident
 constexpr int kSavedAlign = 16;         // saved rows are padded to this many elements
 
-enum class DType : int { Float32 = 0, Float64 = 1 };
+using perceptrons::DType;
 
 struct MlpConfig {
   int n_layers = 0;                     // L >= 1 weight matrices

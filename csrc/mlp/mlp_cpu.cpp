@@ -1,15 +1,10 @@
 // CPU backend of the fused MLP: checks arguments, allocates the workspace and hands the work to
 // the kernel unit of the active instruction set.
-#include <cstdlib>
-#include <new>
-
 #include "common/cpu_isa.h"
+#include "common/cpu_workspace.h"
 #include "mlp/mlp.h"
 #include "mlp/mlp_cpu_isa.h"
 #include "mlp/mlp_cpu_layout.h"
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 namespace perceptrons {
 namespace mlp {
@@ -29,28 +24,6 @@ Status validate_config(const MlpConfig& c) {
 
 namespace {
 
-struct Workspace {
-  void* ptr = nullptr;
-  explicit Workspace(size_t bytes) {
-    // 64-byte alignment: every padded row then starts on a cache line / zmm boundary.
-    bytes = (bytes + 63) / 64 * 64;
-    ptr = bytes ? std::aligned_alloc(64, bytes) : nullptr;
-  }
-  ~Workspace() { std::free(ptr); }
-  Workspace(const Workspace&) = delete;
-  Workspace& operator=(const Workspace&) = delete;
-};
-
-int max_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
-
-size_t dtype_size(DType d) { return d == DType::Float64 ? sizeof(double) : sizeof(float); }
-
 template <typename Args>
 Status check_params(const Args& a) {
   Status s = validate_config(a.cfg);
@@ -66,8 +39,7 @@ template <typename Args>
 Status run_on_active_isa(const Args& a, bool backward) {
   // No more threads than units of work (tiles forward, slots backward): a small batch then runs
   // on the calling thread without waking a team, and workspace is sized for the threads used.
-  const int64_t units = backward ? cpu::n_slots(a.batch) : cpu::n_tiles(a.batch);
-  const int threads = int(units < max_threads() ? (units > 0 ? units : 1) : max_threads());
+  const int threads = threads_for(backward ? cpu::n_slots(a.batch) : cpu::n_tiles(a.batch));
   const cpu::Layout layout = cpu::make_layout(a.cfg, a.batch, threads, backward);
   Workspace ws(size_t(layout.total) * dtype_size(a.cfg.dtype));
   if (layout.total && !ws.ptr) return Status::OutOfMemory;

@@ -1,16 +1,13 @@
-"""numpy front of the compiled CPU kernels: no torch needed.
-
-These functions check their arguments, allocate outputs and call perceptrons._C. They are what the
-kernel tests run against the numpy reference; torch users go through perceptrons.nn / perceptrons.ops.
-"""
+"""numpy front of the fused-MLP CPU kernels."""
 from __future__ import annotations
 
 import numpy as np
 
-from . import _C
-from . import activations as _acts
-
-_DTYPES = {np.dtype(np.float32): 0, np.dtype(np.float64): 1}
+from .. import _C
+from .. import activations as _acts
+from ._common import DTYPES as _DTYPES
+from ._common import check_array as _check_array
+from ._common import input_matrix, ptr as _ptr
 
 
 class MLPSpec:
@@ -64,16 +61,6 @@ class MLPSpec:
                 f"output_activation={self.output_activation!r})")
 
 
-def _check_array(name, a, shape, dtype):
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{name}: expected a numpy array, got {type(a).__name__}")
-    if a.dtype != dtype:
-        raise TypeError(f"{name}: expected dtype {dtype}, got {a.dtype}")
-    if tuple(a.shape) != tuple(shape):
-        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(a.shape)}")
-    return np.ascontiguousarray(a)
-
-
 def _params(spec, weights, biases, dtype):
     if len(weights) != spec.n_layers:
         raise ValueError(f"weights: expected {spec.n_layers} matrices, got {len(weights)}")
@@ -87,18 +74,8 @@ def _params(spec, weights, biases, dtype):
     return ws, bs
 
 
-def _ptr(a):
-    return 0 if a is None or a.size == 0 else a.ctypes.data
-
-
 def _input(spec, x):
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"x: expected a numpy array, got {type(x).__name__}")
-    if x.dtype not in _DTYPES:
-        raise TypeError(f"x: expected float32 or float64, got {x.dtype}")
-    if x.ndim != 2 or x.shape[1] != spec.widths[0]:
-        raise ValueError(f"x: expected shape (batch, {spec.widths[0]}), got {tuple(x.shape)}")
-    return np.ascontiguousarray(x)
+    return input_matrix(x, spec.widths[0])
 
 
 def mlp_forward(spec, x, weights, biases=None, training=False):
