@@ -1,5 +1,6 @@
 """torch.nn.Modules: drop-in layers backed by the fused kernels."""
 from .activations import Exp, Sine
 from .fused_mlp import FusedMLP
+from .kan import KAN, KANLinear
 
-__all__ = ["FusedMLP", "Sine", "Exp"]
+__all__ = ["FusedMLP", "KANLinear", "KAN", "Sine", "Exp"]
