@@ -2,6 +2,6 @@
 
 Nothing here imports torch or the compiled module; formulas are written for reading, not speed.
 """
-from . import activations, mlp
+from . import activations, kan, mlp
 
-__all__ = ["activations", "mlp"]
+__all__ = ["activations", "kan", "mlp"]
