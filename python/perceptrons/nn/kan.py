@@ -145,7 +145,9 @@ class KANLinear(nn.Module):
         coeff = self.spline_weight.permute(1, 2, 0)             # (in, G+k, out), unscaled
         unreduced = torch.bmm(splines, coeff).permute(1, 0, 2)  # (batch, in, out)
         x_sorted = torch.sort(x, dim=0)[0]
-        idx = torch.linspace(0, batch - 1, G + 1, dtype=torch.int64, device=x.device)
+        # Exact integer quantile positions j(B-1)//G (a float linspace cast to int64 loses one index at
+        # some sizes); same as the numpy reference.
+        idx = torch.arange(G + 1, device=x.device) * (batch - 1) // G
         grid_adaptive = x_sorted[idx]
         step = (x_sorted[-1] - x_sorted[0] + 2 * margin) / G
         grid_uniform = torch.arange(G + 1, dtype=x.dtype, device=x.device).unsqueeze(1) * step + x_sorted[0] - margin

@@ -106,6 +106,43 @@ def composite_forward(x, grid, base_weight, spline_weight, spline_scaler, spline
             + torch.nn.functional.linear(basis.reshape(x.shape[0], -1), w.reshape(w.shape[0], -1)))
 
 
+def bspline_basis_derivative(x: Tensor, grid: Tensor, spline_order: int, mode: str = "pykan") -> Tensor:
+    """d/dx of bspline_basis, (batch, in, G+k), in differentiable torch ops. In clamp mode it is 0
+    where x is strictly outside [grid[:, k], grid[:, G+k]] (torch.clamp's convention at the bounds)."""
+    k = spline_order
+    n = grid.shape[1]
+    xs = x
+    inside = torch.ones_like(x)
+    if mode == "clamp":
+        lo, hi = grid[:, k], grid[:, n - 1 - k]
+        inside = ((x >= lo) & (x <= hi)).to(x.dtype)
+        xs = torch.minimum(torch.maximum(x, lo), hi)
+    lower = bspline_basis(xs, grid, k - 1)  # order k-1: G+k+1 functions, c = 0..G+k
+    g = grid.unsqueeze(0)
+    left = _safe_div(lower[..., :-1], g[..., k: n - 1] - g[..., : n - 1 - k])
+    right = _safe_div(lower[..., 1:], g[..., k + 1:] - g[..., 1: n - k])
+    return k * (left - right) * inside.unsqueeze(-1)
+
+
+def composite_backward(dy, x, grid, base_weight, spline_weight, spline_scaler, spline_order, mode, need_dx):
+    """Same results as perceptrons::kan_backward, as explicit differentiable torch ops (no
+    autograd.grad inside, so it also runs under torch.func transforms)."""
+    has_ss = spline_scaler is not None and spline_scaler.numel() > 0
+    w = spline_weight * spline_scaler[..., None] if has_ss else spline_weight
+    basis = bspline_basis(x, grid, spline_order, mode)
+    s = torch.sigmoid(x)
+    d_base_weight = dy.transpose(0, 1) @ (x * s)
+    d_w = torch.einsum("bo,bic->oic", dy, basis)
+    d_spline_weight = d_w * spline_scaler[..., None] if has_ss else d_w
+    d_spline_scaler = (d_w * spline_weight).sum(-1) if has_ss else None
+    dx = None
+    if need_dx:
+        dsilu = s * (1 + x * (1 - s))
+        dbasis = bspline_basis_derivative(x, grid, spline_order, mode)
+        dx = (dy @ base_weight) * dsilu + torch.einsum("bo,oic,bic->bi", dy, w, dbasis)
+    return dx, d_base_weight, d_spline_weight, d_spline_scaler
+
+
 class KANFunction(torch.autograd.Function):
     @staticmethod
     def forward(x, grid, base_weight, spline_weight, spline_scaler, spline_order, mode):
@@ -124,15 +161,8 @@ class KANFunction(torch.autograd.Function):
         need_dx = ctx.needs_input_grad[0]
         has_ss = ss.numel() > 0
         if torch.is_grad_enabled():
-            # A graph of this backward is wanted: differentiate the composite instead.
-            inputs = [t for t, need in ((x, need_dx), (bw, True), (sw, True), (ss, has_ss)) if need]
-            with torch.enable_grad():
-                y = composite_forward(x, grid, bw, sw, ss, k, mode)
-                grads = torch.autograd.grad(y, inputs, dy, create_graph=True, allow_unused=True)
-            it = iter(grads)
-            dx = next(it) if need_dx else None
-            dbw, dsw = next(it), next(it)
-            dss = next(it) if has_ss else None
+            # A graph of this backward is wanted: the same gradients as differentiable torch ops.
+            dx, dbw, dsw, dss = composite_backward(dy, x, grid, bw, sw, ss, k, mode, need_dx)
         else:
             dx, dbw, dsw, dss = kan_backward(dy, x, grid, bw, sw, ss, k, mode, need_dx)
             dx = dx if need_dx else None
