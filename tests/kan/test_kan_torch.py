@@ -238,3 +238,30 @@ def test_bad_inputs():
         kan_linear(torch.rand(2, 4).half(), m.grid, m.base_weight, m.spline_weight)
     with pytest.raises(ValueError, match=r"update_grid needs at least 2 samples"):
         m.update_grid(torch.rand(1, 4, dtype=F64))
+
+
+@pytest.mark.parametrize("G,k", [(5, 3), (10, 2), (3, 1)])
+def test_fused_layer_equals_pykan_kanlayer(G, k):
+    """KANLinear with pykan 0.2.8's coefficients (its (in, out, G+k) layout converted) gives pykan's y."""
+    pykan_layer = pytest.importorskip("kan.KANLayer")
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(F64)
+    try:
+        torch.manual_seed(G + k)
+        theirs = pykan_layer.KANLayer(in_dim=4, out_dim=3, num=G, k=k)
+        with torch.no_grad():
+            theirs.coef.normal_()
+            theirs.scale_base.normal_()
+            theirs.scale_sp.normal_()
+        x = torch.rand(200, 4) * 5 - 2.5
+        with torch.no_grad():
+            y_theirs = theirs(x)[0]
+    finally:
+        torch.set_default_dtype(before)
+    ours = layer(4, 3, G=G, k=k)
+    with torch.no_grad():
+        ours.grid.copy_(theirs.grid)
+        ours.spline_weight.copy_(theirs.coef.permute(1, 0, 2))
+        ours.base_weight.copy_(theirs.scale_base.T)
+        ours.spline_scaler.copy_(theirs.scale_sp.T)
+        torch.testing.assert_close(ours(x), y_theirs, rtol=1e-12, atol=1e-12)
