@@ -2,8 +2,7 @@
 // kernel unit of the active instruction set.
 #include <cmath>
 
-#include "common/cpu_isa.h"
-#include "common/cpu_workspace.h"
+#include "common/cpu_dispatch.h"
 #include "kan/kan.h"
 #include "kan/kan_cpu_isa.h"
 #include "kan/kan_cpu_layout.h"
@@ -43,20 +42,11 @@ Status check(const KanConfig& c, const KanParams& p) {
 }
 
 template <typename Args>
-Status run_on_active_isa(const Args& a, bool backward, int threads) {
-  const cpu::Layout layout = cpu::make_layout(a.cfg, threads, backward);
-  Workspace ws(size_t(layout.total) * dtype_size(a.cfg.dtype));
-  if (layout.total && !ws.ptr) return Status::OutOfMemory;
-  switch (cpu_isa_active()) {
-#ifdef PERCEPTRONS_HAVE_ISA_AVX512
-    case CpuIsa::AVX512: isa_avx512::run(a, layout, ws.ptr); break;
-#endif
-#ifdef PERCEPTRONS_HAVE_ISA_AVX2
-    case CpuIsa::AVX2: isa_avx2::run(a, layout, ws.ptr); break;
-#endif
-    default: isa_generic::run(a, layout, ws.ptr); break;
-  }
-  return Status::Ok;
+Status run_kernel(const Args& a, bool backward, long long work_units) {
+  using Fn = void (*)(const Args&, const cpu::Layout&, void*);
+  const IsaKernels<Fn> k{static_cast<Fn>(&isa_generic::run), PERCEPTRONS_IF_AVX2(static_cast<Fn>(&isa_avx2::run)),
+                         PERCEPTRONS_IF_AVX512(static_cast<Fn>(&isa_avx512::run))};
+  return run_on_active_isa(a, cpu::make_layout(a.cfg, threads_for(work_units), backward), k);
 }
 
 }  // namespace
@@ -67,7 +57,7 @@ Status kan_forward_cpu(const KanForwardArgs& a) {
   if (a.batch < 0) return Status::BadShape;
   if (a.batch == 0) return Status::Ok;
   if (!a.x || !a.y) return Status::NullPointer;
-  return run_on_active_isa(a, false, threads_for((a.batch + 15) / 16));
+  return run_kernel(a, false, (a.batch + 15) / 16);
 }
 
 Status kan_backward_cpu(const KanBackwardArgs& a) {
@@ -77,7 +67,7 @@ Status kan_backward_cpu(const KanBackwardArgs& a) {
   if (a.batch > 0 && (!a.x || !a.dy)) return Status::NullPointer;
   const long long blocks = (a.cfg.in_features + cpu::kFeatureBlock - 1) / cpu::kFeatureBlock;
   const long long rows = (a.batch + 15) / 16;
-  return run_on_active_isa(a, true, threads_for(rows > blocks ? rows : blocks));
+  return run_kernel(a, true, rows > blocks ? rows : blocks);
 }
 
 }  // namespace kan

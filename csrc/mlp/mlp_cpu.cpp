@@ -1,7 +1,6 @@
 // CPU backend of the fused MLP: checks arguments, allocates the workspace and hands the work to
 // the kernel unit of the active instruction set.
-#include "common/cpu_isa.h"
-#include "common/cpu_workspace.h"
+#include "common/cpu_dispatch.h"
 #include "mlp/mlp.h"
 #include "mlp/mlp_cpu_isa.h"
 #include "mlp/mlp_cpu_layout.h"
@@ -35,24 +34,15 @@ Status check_params(const Args& a) {
 }
 
 // Lays out and allocates the workspace, then runs the kernel unit of the active ISA.
+// No more threads than units of work (tiles forward, slots backward): a small batch then runs on
+// the calling thread without waking a team, and the workspace is sized for the threads used.
 template <typename Args>
-Status run_on_active_isa(const Args& a, bool backward) {
-  // No more threads than units of work (tiles forward, slots backward): a small batch then runs
-  // on the calling thread without waking a team, and workspace is sized for the threads used.
+Status run_kernel(const Args& a, bool backward) {
+  using Fn = void (*)(const Args&, const cpu::Layout&, void*);
+  const IsaKernels<Fn> k{static_cast<Fn>(&isa_generic::run), PERCEPTRONS_IF_AVX2(static_cast<Fn>(&isa_avx2::run)),
+                         PERCEPTRONS_IF_AVX512(static_cast<Fn>(&isa_avx512::run))};
   const int threads = threads_for(backward ? cpu::n_slots(a.batch) : cpu::n_tiles(a.batch));
-  const cpu::Layout layout = cpu::make_layout(a.cfg, a.batch, threads, backward);
-  Workspace ws(size_t(layout.total) * dtype_size(a.cfg.dtype));
-  if (layout.total && !ws.ptr) return Status::OutOfMemory;
-  switch (cpu_isa_active()) {
-#ifdef PERCEPTRONS_HAVE_ISA_AVX512
-    case CpuIsa::AVX512: isa_avx512::run(a, layout, ws.ptr); break;
-#endif
-#ifdef PERCEPTRONS_HAVE_ISA_AVX2
-    case CpuIsa::AVX2: isa_avx2::run(a, layout, ws.ptr); break;
-#endif
-    default: isa_generic::run(a, layout, ws.ptr); break;
-  }
-  return Status::Ok;
+  return run_on_active_isa(a, cpu::make_layout(a.cfg, a.batch, threads, backward), k);
 }
 
 }  // namespace
@@ -65,7 +55,7 @@ Status mlp_forward_cpu(const MlpForwardArgs& a) {
   if (a.training)
     for (int l = 0; l < a.cfg.n_layers; ++l)
       if (layer_is_saved(a.cfg, l) && !a.saved[l]) return Status::NullPointer;
-  return run_on_active_isa(a, false);
+  return run_kernel(a, false);
 }
 
 Status mlp_backward_cpu(const MlpBackwardArgs& a) {
@@ -77,7 +67,7 @@ Status mlp_backward_cpu(const MlpBackwardArgs& a) {
       if (layer_is_saved(a.cfg, l) && !a.saved[l]) return Status::NullPointer;
     if (backward_needs_output(a.cfg) && !a.y) return Status::NullPointer;
   }
-  return run_on_active_isa(a, true);
+  return run_kernel(a, true);
 }
 
 }  // namespace mlp
