@@ -1,6 +1,8 @@
 """torch.nn.Modules: drop-in layers backed by the fused kernels."""
 from .activations import Exp, Sine
+from .encodings import FrequencyEncoding, IdentityEncoding, OneBlobEncoding, SphericalHarmonicsEncoding
 from .fused_mlp import FusedMLP
 from .kan import KAN, KANLinear
 
-__all__ = ["FusedMLP", "KANLinear", "KAN", "Sine", "Exp"]
+__all__ = ["FusedMLP", "KANLinear", "KAN", "Sine", "Exp",
+           "FrequencyEncoding", "SphericalHarmonicsEncoding", "OneBlobEncoding", "IdentityEncoding"]

@@ -2,6 +2,6 @@
 
 Nothing here imports torch or the compiled module; formulas are written for reading, not speed.
 """
-from . import activations, kan, mlp
+from . import activations, encodings, kan, mlp
 
-__all__ = ["activations", "kan", "mlp"]
+__all__ = ["activations", "encodings", "kan", "mlp"]
