@@ -86,4 +86,38 @@ PCT_HD void bspline_local(const T* t, int j, T x, T* w, T* dw) {
   }
 }
 
+// The same values on uniform knots t_m = t_0 + m h, from s = (x - t_0) / h: in these units the knots
+// are the integers, every denominator of the triangle is the order p, and no division is left.
+// Derivatives are returned per unit of x (times 1/h).
+template <typename T, int K>
+PCT_HD void bspline_local_uniform(T s, int j, T inv_h, T* w, T* dw) {
+  T n[K + 1];
+  T prev[K + 1];
+  n[0] = T(1);
+  for (int p = 1; p <= K; ++p) {
+    const T inv_p = T(1) / T(p);
+    T saved = T(0);
+    for (int r = 0; r < p; ++r) {
+      const T tmp = n[r] * inv_p;
+      const T right = T(j + r + 1) - s;     // t'_{j+r+1} - s
+      const T left = s - T(j + 1 - p + r);  // s - t'_{j+1-p+r}
+      n[r] = saved + right * tmp;
+      saved = left * tmp;
+    }
+    n[p] = saved;
+    if (p == K - 1)
+      for (int r = 0; r < K; ++r) prev[r] = n[r];
+  }
+  for (int r = 0; r <= K; ++r) w[r] = n[r];
+  if (dw) {
+    if (K == 1) prev[0] = T(1);
+    // B'_{c,K} = K (B_{c,K-1} - B_{c+1,K-1}) / (K h) on uniform knots.
+    for (int r = 0; r <= K; ++r) {
+      const T a = r >= 1 ? prev[r - 1] : T(0);
+      const T b = r <= K - 1 ? prev[r] : T(0);
+      dw[r] = (a - b) * inv_h;
+    }
+  }
+}
+
 }  // namespace perceptrons

@@ -65,9 +65,8 @@ Status kan_backward_cpu(const KanBackwardArgs& a) {
   if (s != Status::Ok) return s;
   if (a.batch < 0) return Status::BadShape;
   if (a.batch > 0 && (!a.x || !a.dy)) return Status::NullPointer;
-  const long long blocks = (a.cfg.in_features + cpu::kFeatureBlock - 1) / cpu::kFeatureBlock;
-  const long long rows = (a.batch + 15) / 16;
-  return run_kernel(a, true, rows > blocks ? rows : blocks);
+  // Backward is parallel over blocks of input features (each owns its weight gradients).
+  return run_kernel(a, true, (a.cfg.in_features + cpu::kFeatureBlock - 1) / cpu::kFeatureBlock);
 }
 
 }  // namespace kan

@@ -3,13 +3,15 @@
 // and the edge's k+2 terms (base + k+1 spline bases) are applied as vectors over the outputs.
 //
 //   forward  y[b,:]   += sum_terms w_t(x[b,i]) * Wpacked[i, row_t, :]        (parallel over rows)
-//   dx       dx[b,i]   = sum_terms w'_t(x[b,i]) * <Wpacked[i, row_t, :], dy[b,:]>   (over rows)
-//   dW       dWp[i,row_t,:] += w_t(x[b,i]) * dy[b,:]          (parallel over input features)
+//   dx       dx[b,i]   = sum_terms w'_t(x[b,i]) * <Wpacked[i, row_t, :], dy[b,:]>
+//   dW       dWp[i,row_t,:] += w_t(x[b,i]) * dy[b,:]
+// The backward runs both in one pass, parallel over blocks of input features.
 // Each weight gradient belongs to one input feature and is summed over the batch in row order by
 // the one thread that owns that feature: deterministic whatever the thread count, no atomics.
 #include "kan/kan_cpu_isa.h"
 
 #include <cstdint>
+#include <limits>
 #include <type_traits>
 #ifdef _OPENMP
 #include <omp.h>
@@ -71,9 +73,13 @@ inline void edge_terms(const Packed<T>& P, int i, T x, EdgeTerms<T, K>& e, bool 
     if (x < lo) xs = lo, dfac = T(0);
     if (x > hi) xs = hi, dfac = T(0);
   }
-  const int j = bspline_find_cell<T>(t, P.n_knots, xs, P.inv_h[i] != T(0), P.inv_h[i]);
+  const T inv_h = P.inv_h[i];
+  const int j = bspline_find_cell<T>(t, P.n_knots, xs, inv_h != T(0), inv_h);
   T wl[K + 1], dwl[K + 1];
-  if (j >= 0) bspline_local<T, K>(t, j, xs, wl, derivative ? dwl : nullptr);
+  if (j >= 0) {
+    if (inv_h != T(0)) bspline_local_uniform<T, K>((xs - t[0]) * inv_h, j, inv_h, wl, derivative ? dwl : nullptr);
+    else bspline_local<T, K>(t, j, xs, wl, derivative ? dwl : nullptr);
+  }
   for (int r = 0; r <= K; ++r) {
     const int c = j - K + r;
     const bool live = j >= 0 && c >= 0 && c < P.nb;
@@ -113,12 +119,15 @@ void pack(const KanConfig& c, const KanParams& prm, const Layout& lay, T* ws) {
       kt[P + n + m] = g[n - 1] + T(m + 1) * h1;
     }
     for (int m = 0; m < n; ++m) kt[P + m] = g[m];
-    // Uniform knots (always, before any grid update) find their cell by floor.
+    // Uniform knots (always, before any grid update) take the division-free path: only when they
+    // are uniform up to rounding, since that path uses the ideal knots t_0 + m h.
     const T h = (g[n - 1] - g[0]) / T(n - 1);
+    const T mag = (g[0] < T(0) ? -g[0] : g[0]) + (g[n - 1] < T(0) ? -g[n - 1] : g[n - 1]) + h;
+    const T tol = T(64) * std::numeric_limits<T>::epsilon() * mag;
     bool uniform = h > T(0);
     for (int m = 1; m < n - 1 && uniform; ++m) {
       const T d = g[m] - (g[0] + T(m) * h);
-      uniform = (d < T(0) ? -d : d) <= T(0.01) * h;
+      uniform = (d < T(0) ? -d : d) <= tol;
     }
     ws[lay.inv_h + i] = uniform ? T(1) / h : T(0);
   }
@@ -186,56 +195,45 @@ void backward_impl(const Packed<T>& P, const KanBackwardArgs& a, const Layout& l
   const int64_t batch = a.batch;
   const bool want_w = a.d_base_weight || a.d_spline_weight || a.d_spline_scaler;
   const int n_blocks = (P.in + kFeatureBlock - 1) / kFeatureBlock;
+  const int nb = P.nb;
+  const T* sw = static_cast<const T*>(a.params.spline_weight);
+  const T* ss = static_cast<const T*>(a.params.spline_scaler);
+  T* dbw = static_cast<T*>(a.d_base_weight);
+  T* dsw = static_cast<T*>(a.d_spline_weight);
+  T* dss = static_cast<T*>(a.d_spline_scaler);
+  // One pass per block of input features: each (row, input) has its terms evaluated once and used
+  // for both dx[b, i] and the weight-gradient slabs of input i, which this thread alone owns.
 #pragma omp parallel num_threads(lay.n_threads) if (lay.n_threads > 1)
   {
     T* mine = ws + lay.threads_base + int64_t(thread_id()) * lay.per_thread;
     T* dyrow = mine;  // dy row padded with zeros to whole vectors
     T* slabs = mine + 2 * P.po;
     for (long o = P.out; o < P.po; ++o) dyrow[o] = T(0);
-    if (dx) {
 #pragma omp for schedule(static)
+    for (int blk = 0; blk < n_blocks; ++blk) {
+      const int i0 = blk * kFeatureBlock;
+      const int ni = P.in - i0 < kFeatureBlock ? P.in - i0 : kFeatureBlock;
+      const long slab = long(P.R) * P.po;
+      if (want_w)
+        for (long e = 0; e < ni * slab; ++e) slabs[e] = T(0);
       for (int64_t b = 0; b < batch; ++b) {
         for (int o = 0; o < P.out; ++o) dyrow[o] = dy[b * P.out + o];
-        for (int i = 0; i < P.in; ++i) {
+        for (int ii = 0; ii < ni; ++ii) {
+          const int i = i0 + ii;
           EdgeTerms<T, K> e;
-          edge_terms<T, K>(P, i, x[b * P.in + i], e, true);
+          edge_terms<T, K>(P, i, x[b * P.in + i], e, dx != nullptr);
           const T* Wi = P.w(i);
-          V s = V{};
+          T* Si = slabs + ii * slab;
+          V dot = V{};
           for (int v = 0; v < nvec; ++v) {
-            V comb = V{};
+            const V g = S::load(dyrow + v * VL);
+            if (dx) {
+              V comb = V{};
 #pragma GCC unroll 8
-            for (int q = 0; q < K + 2; ++q) comb += S::load(Wi + e.row[q] * P.po + v * VL) * e.dw[q];
-            s += comb * S::load(dyrow + v * VL);
-          }
-          T buf[VL];
-          S::store(buf, s);
-          T sum = T(0);
-          for (int l = 0; l < VL; ++l) sum += buf[l];
-          dx[b * P.in + i] = sum;
-        }
-      }
-    }
-    if (want_w) {
-      const int nb = P.nb;
-      const T* sw = static_cast<const T*>(a.params.spline_weight);
-      const T* ss = static_cast<const T*>(a.params.spline_scaler);
-      T* dbw = static_cast<T*>(a.d_base_weight);
-      T* dsw = static_cast<T*>(a.d_spline_weight);
-      T* dss = static_cast<T*>(a.d_spline_scaler);
-#pragma omp for schedule(static)
-      for (int blk = 0; blk < n_blocks; ++blk) {
-        const int i0 = blk * kFeatureBlock;
-        const int ni = P.in - i0 < kFeatureBlock ? P.in - i0 : kFeatureBlock;
-        const long slab = long(P.R) * P.po;
-        for (long e = 0; e < ni * slab; ++e) slabs[e] = T(0);
-        for (int64_t b = 0; b < batch; ++b) {
-          for (int o = 0; o < P.out; ++o) dyrow[o] = dy[b * P.out + o];
-          for (int ii = 0; ii < ni; ++ii) {
-            EdgeTerms<T, K> e;
-            edge_terms<T, K>(P, i0 + ii, x[b * P.in + i0 + ii], e, false);
-            T* Si = slabs + ii * slab;
-            for (int v = 0; v < nvec; ++v) {
-              const V g = S::load(dyrow + v * VL);
+              for (int q = 0; q < K + 2; ++q) comb += S::load(Wi + e.row[q] * P.po + v * VL) * e.dw[q];
+              dot += comb * g;
+            }
+            if (want_w) {
 #pragma GCC unroll 8
               for (int q = 0; q < K + 2; ++q) {
                 T* p = Si + e.row[q] * P.po + v * VL;
@@ -243,23 +241,31 @@ void backward_impl(const Packed<T>& P, const KanBackwardArgs& a, const Layout& l
               }
             }
           }
-        }
-        // Slab rows -> the user's layout: d base_weight, d spline_weight (times the scaler, which
-        // was folded into the packed weights) and d scaler (sum over the bases).
-        for (int ii = 0; ii < ni; ++ii) {
-          const int i = i0 + ii;
-          const T* Si = slabs + ii * slab;
-          for (int o = 0; o < P.out; ++o) {
-            const long oi = long(o) * P.in + i;
-            if (dbw) dbw[oi] = Si[o];
-            T dscale = T(0);
-            for (int q = 0; q < nb; ++q) {
-              const T g = Si[(1 + q) * P.po + o];
-              if (dsw) dsw[oi * nb + q] = ss ? g * ss[oi] : g;
-              dscale += g * sw[oi * nb + q];
-            }
-            if (dss) dss[oi] = dscale;
+          if (dx) {
+            T buf[VL];
+            S::store(buf, dot);
+            T sum = T(0);
+            for (int l = 0; l < VL; ++l) sum += buf[l];
+            dx[b * P.in + i] = sum;
           }
+        }
+      }
+      if (!want_w) continue;
+      // Slab rows -> the user's layout: d base_weight, d spline_weight (times the scaler, which was
+      // folded into the packed weights) and d scaler (sum over the bases).
+      for (int ii = 0; ii < ni; ++ii) {
+        const int i = i0 + ii;
+        const T* Si = slabs + ii * slab;
+        for (int o = 0; o < P.out; ++o) {
+          const long oi = long(o) * P.in + i;
+          if (dbw) dbw[oi] = Si[o];
+          T dscale = T(0);
+          for (int q = 0; q < nb; ++q) {
+            const T g = Si[(1 + q) * P.po + o];
+            if (dsw) dsw[oi * nb + q] = ss ? g * ss[oi] : g;
+            dscale += g * sw[oi * nb + q];
+          }
+          if (dss) dss[oi] = dscale;
         }
       }
     }

@@ -10,7 +10,7 @@ namespace kan {
 namespace cpu {
 
 constexpr int kPad = 16;
-constexpr int kFeatureBlock = 16;  // input features whose weight-gradient slabs are filled together
+constexpr int kFeatureBlock = 8;  // input features whose weight-gradient slabs are filled together
 
 inline int64_t pad(int64_t n) { return (n + kPad - 1) / kPad * kPad; }
 
