@@ -1,4 +1,4 @@
-"""Command line: `python -m perceptrons info | bench`."""
+"""Command line: `python -m perceptrons info | bench | demo`."""
 from __future__ import annotations
 
 import argparse
@@ -18,6 +18,15 @@ def main(argv=None) -> int:
     p_bench.add_argument("--threads", type=int, nargs="+", default=None, help="thread counts (default: 1 and 2)")
     p_bench.add_argument("--out", default=None, help="folder for the JSON and markdown results")
     p_bench.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
+    p_demo = sub.add_parser("demo", help="fit an image with an INR (frequency encoding + FusedMLP), side by side "
+                                         "with plain torch; writes a comparison PNG and JSON")
+    p_demo.add_argument("--image", default=None, help="PNG to fit instead of the built-in procedural image")
+    p_demo.add_argument("--steps", type=int, default=None, help="training steps (default 500)")
+    p_demo.add_argument("--size", type=int, default=None, help="longer image side in pixels (default 256)")
+    p_demo.add_argument("--out", default=None, help="folder for demo_inr.png and demo_inr.json "
+                                                    "(default ./perceptrons-demo)")
+    p_demo.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's default)")
+    p_demo.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     args = parser.parse_args(argv)
     if args.command == "info":
         from .info import collect, format_info
@@ -27,6 +36,10 @@ def main(argv=None) -> int:
     if args.command == "bench":
         from .benchmarks.mlp_cpu import main as bench_main
         return bench_main(quick=args.quick, threads=args.threads, out=args.out, compile_baseline=not args.no_compile)
+    if args.command == "demo":
+        from .demo import main as demo_main
+        return demo_main(image=args.image, steps=args.steps, size=args.size, out=args.out, threads=args.threads,
+                         seed=args.seed)
     parser.print_help()
     return 0
 
