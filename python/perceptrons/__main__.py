@@ -12,12 +12,16 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command")
     p_info = sub.add_parser("info", help="what this build contains and what the machine offers")
     p_info.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p_bench = sub.add_parser("bench", help="side-by-side benchmark of FusedMLP vs torch on this machine")
+    p_bench = sub.add_parser("bench", help="side-by-side benchmark of FusedMLP (or KANLinear) vs torch on this machine")
+    p_bench.add_argument("--family", choices=("mlp", "kan"), default="mlp",
+                         help="mlp: FusedMLP vs nn.Sequential/torch.compile/numpy; kan: KANLinear vs the "
+                              "materialised-basis (efficient-kan) algorithm and pykan")
     p_bench.add_argument("--quick", action="store_true",
-                         help="only the headline configuration (2^16 rows, 32-64-64-16 relu, float32)")
+                         help="only the headline configuration (mlp: 2^16 rows, 32-64-64-16 relu; kan: 10,000 "
+                              "rows, KANLinear(100, 100), G=5 and 50, k=3; float32)")
     p_bench.add_argument("--threads", type=int, nargs="+", default=None, help="thread counts (default: 1 and 2)")
     p_bench.add_argument("--out", default=None, help="folder for the JSON and markdown results")
-    p_bench.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
+    p_bench.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline (mlp)")
     p_demo = sub.add_parser("demo", help="fit an image with an INR (frequency encoding + FusedMLP), side by side "
                                          "with plain torch; writes a comparison PNG and JSON")
     p_demo.add_argument("--image", default=None, help="PNG to fit instead of the built-in procedural image")
@@ -33,6 +37,9 @@ def main(argv=None) -> int:
         info = collect()
         print(json.dumps(info, indent=2) if args.json else format_info(info))
         return 0
+    if args.command == "bench" and args.family == "kan":
+        from .benchmarks.kan_cpu import main as kan_main
+        return kan_main(quick=args.quick, threads=args.threads, out=args.out)
     if args.command == "bench":
         from .benchmarks.mlp_cpu import main as bench_main
         return bench_main(quick=args.quick, threads=args.threads, out=args.out, compile_baseline=not args.no_compile)

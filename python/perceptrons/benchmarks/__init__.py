@@ -8,4 +8,7 @@ project's docs/BENCHMARKS.md. Modules:
     report    markdown tables and JSON/markdown files
     mlp_cpu   FusedMLP vs nn.Sequential eager, torch.compile and numpy on the CPU
               (`python -m perceptrons bench`)
+    kan_baselines  the materialised-basis (efficient-kan) KAN layer and pykan's KANLayer with KANLinear's
+              parameters; memory estimates; saved-for-backward bytes and peak RSS measurement
+    kan_cpu   KANLinear vs those baselines on the CPU (`python -m perceptrons bench --family kan`)
 """
