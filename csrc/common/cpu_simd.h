@@ -164,3 +164,48 @@ void gemm(int M, int N, int K, const T* a, long sam, long sak, const T* b, long 
                                 ldc, store_here, init, row, epi, ep);
   }
 }
+
+// Logistic sigmoid of n values (in and out may alias). float: a vector exp (Cody-Waite reduction and a
+// degree-6 polynomial, relative error ~2e-7, IEEE special values kept), since scalar expf per element
+// would dominate the KAN kernels; double: the scalar libm path.
+inline void sigmoid_n(const float* in, float* out, int n) {
+  using S = Simd<float>;
+  using V = S::V;
+  typedef int VI __attribute__((vector_size(kVecBytes)));
+  const V log2e = S::splat(1.44269504088896341f), ln2_hi = S::splat(0.693359375f), ln2_lo = S::splat(-2.12194440e-4f);
+  const V magic = S::splat(12582912.0f);  // 1.5 * 2^23: adding and subtracting it rounds to an integer
+  int i = 0;
+  for (; i + S::L <= n; i += S::L) {
+    const V x = S::load(in + i);
+    V t = -x;  // sigmoid(x) = 1 / (1 + exp(-x))
+    t = t > S::splat(88.0f) ? S::splat(88.0f) : t;
+    t = t < S::splat(-88.0f) ? S::splat(-88.0f) : t;
+    const V nf = (t * log2e + magic) - magic;
+    const V r = (t - nf * ln2_hi) - nf * ln2_lo;
+    V p = S::splat(1.0f / 720);
+    p = p * r + S::splat(1.0f / 120);
+    p = p * r + S::splat(1.0f / 24);
+    p = p * r + S::splat(1.0f / 6);
+    p = p * r + S::splat(0.5f);
+    p = p * r + S::splat(1.0f);
+    p = p * r + S::splat(1.0f);
+    const VI bits = (__builtin_convertvector(nf, VI) + 127) << 23;
+    const V e = p * (V)bits;
+    V sg = S::splat(1.0f) / (S::splat(1.0f) + e);
+    sg = -x > S::splat(88.0f) ? S::splat(0.0f) : sg;  // exp(-x) overflows: sigmoid is 0
+    sg = -x < S::splat(-88.0f) ? S::splat(1.0f) : sg;
+    sg = x == x ? sg : x;                              // NaN stays NaN
+    S::store(out + i, sg);
+  }
+  for (; i < n; ++i) {
+    const float x = in[i];
+    out[i] = x >= 0.f ? 1.f / (1.f + __builtin_expf(-x)) : __builtin_expf(x) / (1.f + __builtin_expf(x));
+  }
+}
+
+inline void sigmoid_n(const double* in, double* out, int n) {
+  for (int i = 0; i < n; ++i) {
+    const double x = in[i];
+    out[i] = x >= 0. ? 1. / (1. + __builtin_exp(-x)) : __builtin_exp(x) / (1. + __builtin_exp(x));
+  }
+}

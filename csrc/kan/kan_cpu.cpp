@@ -66,7 +66,7 @@ Status kan_backward_cpu(const KanBackwardArgs& a) {
   if (a.batch < 0) return Status::BadShape;
   if (a.batch > 0 && (!a.x || !a.dy)) return Status::NullPointer;
   // Backward is parallel over blocks of input features (each owns its weight gradients).
-  return run_kernel(a, true, (a.cfg.in_features + cpu::kFeatureBlock - 1) / cpu::kFeatureBlock);
+  return run_kernel(a, true, a.cfg.in_features);
 }
 
 }  // namespace kan

@@ -27,7 +27,6 @@ namespace {
 
 #include "common/cpu_simd.h"
 
-using cpu::kFeatureBlock;
 using cpu::Layout;
 using cpu::pad;
 
@@ -45,6 +44,7 @@ struct Packed {
   const T* W;      // (in, R, po)
   const T* knots;  // (in, kld), feature i's knots start at knots + i*kld + kMaxSplineOrder
   const T* inv_h;  // (in)
+  const T *t_first, *t_last, *lo, *hi;  // (in) each
   int in, out, R, nb, n_knots, zero_row;
   long po, kld;
   bool clamp;
@@ -60,9 +60,9 @@ struct EdgeTerms {
   T dw[K + 2];
 };
 
+// s = sigmoid(x), computed for a whole row beforehand (vectorised).
 template <typename T, int K>
-inline void edge_terms(const Packed<T>& P, int i, T x, EdgeTerms<T, K>& e, bool derivative) {
-  const T s = act_sigmoid(x);
+inline void edge_terms(const Packed<T>& P, int i, T x, T s, EdgeTerms<T, K>& e, bool derivative) {
   e.row[0] = 0;
   e.w[0] = x * s;  // silu
   if (derivative) e.dw[0] = s * (T(1) + x * (T(1) - s));
@@ -86,6 +86,111 @@ inline void edge_terms(const Packed<T>& P, int i, T x, EdgeTerms<T, K>& e, bool 
     e.row[r + 1] = live ? 1 + c : P.zero_row;
     e.w[r + 1] = live ? wl[r] : T(0);
     if (derivative) e.dw[r + 1] = live ? dwl[r] * dfac : T(0);
+  }
+}
+
+// Edge terms of features [i0, i0+n) of one row, evaluated a vector of features at a time on
+// uniform grids (the common case: every grid before an update_grid): the cell by truncation and the
+// division-free triangle of bspline_local_uniform, lane-wise. Features on non-uniform grids are left
+// to the scalar edge_terms.
+template <typename T, int K>
+struct RowTerms {
+  T *x, *sig, *cell, *w, *dw;  // w, dw: (K+1) rows of ld values
+  int ld;
+  void bind(T* scratch, int n) {
+    ld = int(pad(n));
+    x = scratch;
+    sig = x + ld;
+    cell = sig + ld;
+    w = cell + ld;
+    dw = w + (kMaxSplineOrder + 1) * ld;
+  }
+};
+
+template <typename T, int K>
+void row_terms(const Packed<T>& P, const T* xb, int i0, int n, bool derivative, RowTerms<T, K>& rt) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  typedef int VI __attribute__((vector_size(S::L * sizeof(int))));
+  constexpr int VL = S::L;
+  for (int i = 0; i < n; ++i) rt.x[i] = xb[i0 + i];
+  for (int i = n; i < rt.ld; ++i) rt.x[i] = T(0);
+  sigmoid_n(rt.x, rt.sig, rt.ld);
+  const V zero = V{}, one = S::splat(T(1)), minus_one = S::splat(T(-1));
+  const V last_cell = S::splat(T(P.n_knots - 2));
+  for (int v = 0; v < rt.ld; v += VL) {
+    // Lanes past n read the per-feature arrays' zero padding: inv_h = 0 marks them invalid.
+    const V x = S::load(rt.x + v);
+    const V inv_h = S::load(P.inv_h + i0 + v);
+    V xs = x, dfac = one;
+    if (P.clamp) {
+      const V lo = S::load(P.lo + i0 + v), hi = S::load(P.hi + i0 + v);
+      dfac = (x < lo) ? zero : dfac;
+      dfac = (x > hi) ? zero : dfac;
+      xs = (x < lo) ? lo : xs;
+      xs = (x > hi) ? hi : xs;
+    }
+    const V t0 = S::load(P.t_first + i0 + v);
+    const V s = (xs - t0) * inv_h;
+    const auto valid = (xs >= t0) & (xs < S::load(P.t_last + i0 + v)) & (inv_h != zero);
+    V jf = __builtin_convertvector(__builtin_convertvector(valid ? s : zero, VI), V);  // floor, s >= 0
+    jf = jf > last_cell ? last_cell : jf;
+    V nv[K + 1], prev[K + 1];
+    nv[0] = one;
+#pragma GCC unroll 8
+    for (int p = 1; p <= K; ++p) {
+      const T inv_p = T(1) / T(p);
+      V saved = zero;
+#pragma GCC unroll 8
+      for (int r = 0; r < p; ++r) {
+        const V tmp = nv[r] * inv_p;
+        const V right = jf + T(r + 1) - s;
+        const V left = s - (jf + T(1 - p + r));
+        nv[r] = saved + right * tmp;
+        saved = left * tmp;
+      }
+      nv[p] = saved;
+      if (p == K - 1)
+#pragma GCC unroll 8
+        for (int r = 0; r < K; ++r) prev[r] = nv[r];
+    }
+    if (K == 1) prev[0] = one;
+    S::store(rt.cell + v, valid ? jf : minus_one);
+#pragma GCC unroll 8
+    for (int r = 0; r <= K; ++r) {
+      S::store(rt.w + r * rt.ld + v, nv[r]);
+      if (derivative) {
+        const V a = r >= 1 ? prev[r - 1] : zero;
+        const V b = r <= K - 1 ? prev[r] : zero;
+        S::store(rt.dw + r * rt.ld + v, (a - b) * inv_h * dfac);
+      }
+    }
+  }
+}
+
+// EdgeTerms of feature i0+ii from the row's precomputed values (scalar path off uniform grids).
+template <typename T, int K>
+inline void edge_terms_from_row(const Packed<T>& P, int i0, int ii, const RowTerms<T, K>& rt,
+                                EdgeTerms<T, K>& e, bool derivative) {
+  const int i = i0 + ii;
+  const T x = rt.x[ii], s = rt.sig[ii];
+  // Off uniform grids, and for k = 1 derivatives (which jump at knots, so the cell must follow the
+  // stored knots exactly rather than the rounded (x - t_0)/h), the scalar path decides.
+  if (P.inv_h[i] == T(0) || (K == 1 && derivative)) {
+    edge_terms<T, K>(P, i, x, s, e, derivative);
+    return;
+  }
+  e.row[0] = 0;
+  e.w[0] = x * s;  // silu
+  if (derivative) e.dw[0] = s * (T(1) + x * (T(1) - s));
+  const int j = int(rt.cell[ii]);
+#pragma GCC unroll 8
+  for (int r = 0; r <= K; ++r) {
+    const int c = j - K + r;
+    const bool live = j >= 0 && c >= 0 && c < P.nb;
+    e.row[r + 1] = live ? 1 + c : P.zero_row;
+    e.w[r + 1] = live ? rt.w[r * rt.ld + ii] : T(0);
+    if (derivative) e.dw[r + 1] = live ? rt.dw[r * rt.ld + ii] : T(0);
   }
 }
 
@@ -130,7 +235,13 @@ void pack(const KanConfig& c, const KanParams& prm, const Layout& lay, T* ws) {
       uniform = (d < T(0) ? -d : d) <= tol;
     }
     ws[lay.inv_h + i] = uniform ? T(1) / h : T(0);
+    ws[lay.t_first + i] = g[0];
+    ws[lay.t_last + i] = g[n - 1];
+    ws[lay.lo + i] = g[c.spline_order];
+    ws[lay.hi + i] = g[n - 1 - c.spline_order];
   }
+  for (int64_t i = in; i < pad(in) + cpu::kPad; ++i)  // padding lanes: inv_h = 0 marks them invalid
+    ws[lay.inv_h + i] = ws[lay.t_first + i] = ws[lay.t_last + i] = ws[lay.lo + i] = ws[lay.hi + i] = T(0);
 }
 
 template <typename T>
@@ -140,6 +251,10 @@ Packed<T> packed_view(const KanConfig& c, const Layout& lay, const T* ws) {
   P.W = ws + lay.weights;
   P.knots = ws + lay.knots;
   P.inv_h = ws + lay.inv_h;
+  P.t_first = ws + lay.t_first;
+  P.t_last = ws + lay.t_last;
+  P.lo = ws + lay.lo;
+  P.hi = ws + lay.hi;
   P.in = c.in_features;
   P.out = c.out_features;
   P.R = cpu::packed_rows(c);
@@ -152,35 +267,115 @@ Packed<T> packed_view(const KanConfig& c, const Layout& lay, const T* ws) {
   return P;
 }
 
-template <typename T, int K>
-void forward_rows(const Packed<T>& P, const T* x, T* y, int64_t batch, const Layout& lay, T* ws) {
+// acc[o0 : o0 + NV*VL] += the k+2 terms of one edge.
+template <typename T, int K, int NV>
+inline void accumulate_edge(const T* __restrict Wi, const EdgeTerms<T, K>& e, long po, T* __restrict acc) {
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int VL = S::L;
+  V a[NV];
+#pragma GCC unroll 16
+  for (int v = 0; v < NV; ++v) a[v] = S::load(acc + v * VL);
+#pragma GCC unroll 8
+  for (int q = 0; q < K + 2; ++q) {
+    const T* row = Wi + e.row[q] * po;
+    const T w = e.w[q];
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) a[v] += S::load(row + v * VL) * w;
+  }
+#pragma GCC unroll 16
+  for (int v = 0; v < NV; ++v) S::store(acc + v * VL, a[v]);
+}
+
+// Forward over tiles of kRowTile rows: input by input, so each input's packed weights are read from
+// memory once per tile and then from L1 for the tile's other rows.
+template <typename T, int K>
+void forward_rows(const Packed<T>& P, const T* x, T* y, int64_t batch, const Layout& lay, T* ws) {
+  constexpr int VL = Simd<T>::L;
+  constexpr int RT = cpu::kRowTile;
+  constexpr int kChunk = kMaxNV * 2;
   const int nvec = int((P.out + VL - 1) / VL);
+  const int64_t n_tiles = (batch + RT - 1) / RT;
 #pragma omp parallel num_threads(lay.n_threads) if (lay.n_threads > 1)
   {
-    T* acc = ws + lay.threads_base + int64_t(thread_id()) * lay.per_thread;
+    T* acc = ws + lay.threads_base + int64_t(thread_id()) * lay.per_thread;  // (RT, po)
+    RowTerms<T, K> rt[RT];
+    for (int r = 0; r < RT; ++r) rt[r].bind(acc + RT * P.po + r * cpu::row_terms_numel(P.in), P.in);
 #pragma omp for schedule(static)
-    for (int64_t b = 0; b < batch; ++b) {
-      for (int v = 0; v < nvec; ++v) S::store(acc + v * VL, V{});
+    for (int64_t t = 0; t < n_tiles; ++t) {
+      const int64_t b0 = t * RT;
+      const int rows = int(batch - b0 < RT ? batch - b0 : RT);
+      for (int r = 0; r < rows; ++r) {
+        row_terms<T, K>(P, x + (b0 + r) * P.in, 0, P.in, false, rt[r]);
+        for (long o = 0; o < P.po; ++o) acc[r * P.po + o] = T(0);
+      }
       for (int i = 0; i < P.in; ++i) {
-        EdgeTerms<T, K> e;
-        edge_terms<T, K>(P, i, x[b * P.in + i], e, false);
         const T* Wi = P.w(i);
-        const T* rows[K + 2];
-        for (int q = 0; q < K + 2; ++q) rows[q] = Wi + e.row[q] * P.po;
-        for (int v = 0; v < nvec; ++v) {
-          V a = S::load(acc + v * VL);
-#pragma GCC unroll 8
-          for (int q = 0; q < K + 2; ++q) a += S::load(rows[q] + v * VL) * e.w[q];
-          S::store(acc + v * VL, a);
+        for (int r = 0; r < rows; ++r) {
+          EdgeTerms<T, K> e;
+          edge_terms_from_row<T, K>(P, 0, i, rt[r], e, false);
+          for (int v0 = 0; v0 < nvec; v0 += kChunk) {
+            T* a = acc + r * P.po + v0 * VL;
+            switch (nvec - v0 < kChunk ? nvec - v0 : kChunk) {
+#define PCT_KAN_CHUNK(n) \
+  case n: accumulate_edge<T, K, (n <= kChunk ? n : kChunk)>(Wi + v0 * VL, e, P.po, a); break;
+              PCT_KAN_CHUNK(1) PCT_KAN_CHUNK(2) PCT_KAN_CHUNK(3) PCT_KAN_CHUNK(4)
+              PCT_KAN_CHUNK(5) PCT_KAN_CHUNK(6) PCT_KAN_CHUNK(7) PCT_KAN_CHUNK(8)
+#undef PCT_KAN_CHUNK
+              default: break;
+            }
+          }
         }
       }
-      T* yb = y + b * P.out;
-      for (int o = 0; o < P.out; ++o) yb[o] = acc[o];
+      for (int r = 0; r < rows; ++r)
+        for (int o = 0; o < P.out; ++o) y[(b0 + r) * P.out + o] = acc[r * P.po + o];
     }
   }
+}
+
+// One edge (row b, input i), outputs o0 .. o0 + NV*VL: returns this chunk's part of dx[b, i]
+// (sum_terms w'_t <W[i, row_t, chunk], dy[b, chunk]>) and adds w_t dy[b, chunk] to the slab rows.
+template <typename T, int K, int NV>
+inline T backward_edge_chunk(const Packed<T>& P, int i, const EdgeTerms<T, K>& e, const T* __restrict dyb,
+                             const T* __restrict dy_tail, T* __restrict slab, int o0, bool want_dx, bool want_w) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int VL = S::L;
+  // dy's row is read in place; its last, partial vector comes zero-padded from dy_tail.
+  const int full = P.out / VL;
+  V g[NV];
+#pragma GCC unroll 16
+  for (int v = 0; v < NV; ++v) g[v] = o0 / VL + v < full ? S::load(dyb + o0 + v * VL) : S::load(dy_tail);
+  T result = T(0);
+  if (want_dx) {
+    const T* __restrict Wi = P.w(i) + o0;
+    V comb[NV];
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) comb[v] = V{};
+#pragma GCC unroll 8
+    for (int q = 0; q < K + 2; ++q) {
+      const T* row = Wi + e.row[q] * P.po;
+      const T d = e.dw[q];
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; ++v) comb[v] += S::load(row + v * VL) * d;
+    }
+    V dot = comb[0] * g[0];
+#pragma GCC unroll 16
+    for (int v = 1; v < NV; ++v) dot += comb[v] * g[v];
+    T buf[VL];
+    S::store(buf, dot);
+    for (int l = 0; l < VL; ++l) result += buf[l];
+  }
+  if (want_w) {
+#pragma GCC unroll 8
+    for (int q = 0; q < K + 2; ++q) {
+      T* row = slab + e.row[q] * P.po + o0;
+      const T w = e.w[q];
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; ++v) S::store(row + v * VL, S::load(row + v * VL) + g[v] * w);
+    }
+  }
+  return result;
 }
 
 template <typename T, int K>
@@ -194,59 +389,60 @@ void backward_impl(const Packed<T>& P, const KanBackwardArgs& a, const Layout& l
   T* dx = static_cast<T*>(a.dx);
   const int64_t batch = a.batch;
   const bool want_w = a.d_base_weight || a.d_spline_weight || a.d_spline_scaler;
-  const int n_blocks = (P.in + kFeatureBlock - 1) / kFeatureBlock;
+  const int fb = lay.feature_block;
+  const int n_blocks = (P.in + fb - 1) / fb;
   const int nb = P.nb;
   const T* sw = static_cast<const T*>(a.params.spline_weight);
   const T* ss = static_cast<const T*>(a.params.spline_scaler);
   T* dbw = static_cast<T*>(a.d_base_weight);
   T* dsw = static_cast<T*>(a.d_spline_weight);
   T* dss = static_cast<T*>(a.d_spline_scaler);
+  constexpr int kChunk = kMaxNV * 2;
   // One pass per block of input features: each (row, input) has its terms evaluated once and used
   // for both dx[b, i] and the weight-gradient slabs of input i, which this thread alone owns.
 #pragma omp parallel num_threads(lay.n_threads) if (lay.n_threads > 1)
   {
+    constexpr int RT = cpu::kRowTile;
     T* mine = ws + lay.threads_base + int64_t(thread_id()) * lay.per_thread;
-    T* dyrow = mine;  // dy row padded with zeros to whole vectors
-    T* slabs = mine + 2 * P.po;
-    for (long o = P.out; o < P.po; ++o) dyrow[o] = T(0);
+    T* dy_tails = mine;  // (RT, VL): the last, partial vector of each tile row's dy, zero-padded
+    RowTerms<T, K> rt[RT];
+    for (int r = 0; r < RT; ++r) rt[r].bind(mine + RT * P.po + r * cpu::row_terms_numel(fb), fb);
+    T* slabs = mine + RT * P.po + RT * cpu::row_terms_numel(fb);
+    for (int l = 0; l < RT * VL; ++l) dy_tails[l] = T(0);
 #pragma omp for schedule(static)
     for (int blk = 0; blk < n_blocks; ++blk) {
-      const int i0 = blk * kFeatureBlock;
-      const int ni = P.in - i0 < kFeatureBlock ? P.in - i0 : kFeatureBlock;
+      const int i0 = blk * fb;
+      const int ni = P.in - i0 < fb ? P.in - i0 : fb;
       const long slab = long(P.R) * P.po;
       if (want_w)
         for (long e = 0; e < ni * slab; ++e) slabs[e] = T(0);
-      for (int64_t b = 0; b < batch; ++b) {
-        for (int o = 0; o < P.out; ++o) dyrow[o] = dy[b * P.out + o];
+      for (int64_t b0 = 0; b0 < batch; b0 += RT) {
+        const int rows = int(batch - b0 < RT ? batch - b0 : RT);
+        for (int r = 0; r < rows; ++r) {
+          const T* dyb = dy + (b0 + r) * P.out;
+          for (int o = P.out / VL * VL; o < P.out; ++o) dy_tails[r * VL + o % VL] = dyb[o];
+          row_terms<T, K>(P, x + (b0 + r) * P.in, i0, ni, dx != nullptr, rt[r]);
+        }
+        // Input by input, so its packed weights and slab stay in L1 across the tile's rows.
         for (int ii = 0; ii < ni; ++ii) {
           const int i = i0 + ii;
-          EdgeTerms<T, K> e;
-          edge_terms<T, K>(P, i, x[b * P.in + i], e, dx != nullptr);
-          const T* Wi = P.w(i);
           T* Si = slabs + ii * slab;
-          V dot = V{};
-          for (int v = 0; v < nvec; ++v) {
-            const V g = S::load(dyrow + v * VL);
-            if (dx) {
-              V comb = V{};
-#pragma GCC unroll 8
-              for (int q = 0; q < K + 2; ++q) comb += S::load(Wi + e.row[q] * P.po + v * VL) * e.dw[q];
-              dot += comb * g;
-            }
-            if (want_w) {
-#pragma GCC unroll 8
-              for (int q = 0; q < K + 2; ++q) {
-                T* p = Si + e.row[q] * P.po + v * VL;
-                S::store(p, S::load(p) + g * e.w[q]);
+          for (int r = 0; r < rows; ++r) {
+            EdgeTerms<T, K> e;
+            edge_terms_from_row<T, K>(P, i0, ii, rt[r], e, dx != nullptr);
+            const T* dyb = dy + (b0 + r) * P.out;
+            T sum = T(0);
+            for (int v0 = 0; v0 < nvec; v0 += kChunk) {
+              switch (nvec - v0 < kChunk ? nvec - v0 : kChunk) {
+#define PCT_KAN_CHUNK(n) \
+  case n: sum += backward_edge_chunk<T, K, (n <= kChunk ? n : kChunk)>(P, i, e, dyb, dy_tails + r * VL, Si, v0 * VL, dx != nullptr, want_w); break;
+                PCT_KAN_CHUNK(1) PCT_KAN_CHUNK(2) PCT_KAN_CHUNK(3) PCT_KAN_CHUNK(4)
+                PCT_KAN_CHUNK(5) PCT_KAN_CHUNK(6) PCT_KAN_CHUNK(7) PCT_KAN_CHUNK(8)
+#undef PCT_KAN_CHUNK
+                default: break;
               }
             }
-          }
-          if (dx) {
-            T buf[VL];
-            S::store(buf, dot);
-            T sum = T(0);
-            for (int l = 0; l < VL; ++l) sum += buf[l];
-            dx[b * P.in + i] = sum;
+            if (dx) dx[(b0 + r) * P.in + i] = sum;
           }
         }
       }
