@@ -38,6 +38,19 @@ struct Simd {
   static inline __attribute__((always_inline)) V splat(T s) { return V{} + s; }
 };
 
+// Sum of a vector's lanes by halving (a log2(L)-deep tree instead of an L-deep chain of adds).
+template <typename T>
+inline T hsum(typename Simd<T>::V v) {
+  constexpr int L = Simd<T>::L;
+  T b[L];
+  Simd<T>::store(b, v);
+#pragma GCC unroll 8
+  for (int w = L / 2; w >= 1; w /= 2)
+#pragma GCC unroll 16
+    for (int l = 0; l < w; ++l) b[l] += b[l + w];
+  return b[0];
+}
+
 constexpr int mb_max_for(int nv) { return kAccRegs / nv < kMaxMB ? kAccRegs / nv : kMaxMB; }
 
 // How a micro-tile's accumulators start.

@@ -95,14 +95,15 @@ inline void edge_terms(const Packed<T>& P, int i, T x, T s, EdgeTerms<T, K>& e, 
 // to the scalar edge_terms.
 template <typename T, int K>
 struct RowTerms {
-  T *x, *sig, *cell, *w, *dw;  // w, dw: (K+1) rows of ld values
+  T *x, *sig, *cell, *row, *w, *dw;  // row, w, dw: (K+1) rows of ld values (row: packed row, as T)
   int ld;
   void bind(T* scratch, int n) {
     ld = int(pad(n));
     x = scratch;
     sig = x + ld;
     cell = sig + ld;
-    w = cell + ld;
+    row = cell + ld;
+    w = row + (kMaxSplineOrder + 1) * ld;
     dw = w + (kMaxSplineOrder + 1) * ld;
   }
 };
@@ -156,13 +157,18 @@ void row_terms(const Packed<T>& P, const T* xb, int i0, int n, bool derivative, 
     }
     if (K == 1) prev[0] = one;
     S::store(rt.cell + v, valid ? jf : minus_one);
+    // Per term r: the packed row (1 + c, or the zero row for a dropped basis) and masked weights.
+    const V zero_row = S::splat(T(P.zero_row)), nb = S::splat(T(P.nb));
 #pragma GCC unroll 8
     for (int r = 0; r <= K; ++r) {
-      S::store(rt.w + r * rt.ld + v, nv[r]);
+      const V c = jf + T(r - K);
+      const auto live = valid & (c >= zero) & (c < nb);
+      S::store(rt.row + r * rt.ld + v, live ? c + one : zero_row);
+      S::store(rt.w + r * rt.ld + v, live ? nv[r] : zero);
       if (derivative) {
         const V a = r >= 1 ? prev[r - 1] : zero;
         const V b = r <= K - 1 ? prev[r] : zero;
-        S::store(rt.dw + r * rt.ld + v, (a - b) * inv_h * dfac);
+        S::store(rt.dw + r * rt.ld + v, live ? (a - b) * inv_h * dfac : zero);
       }
     }
   }
@@ -183,14 +189,11 @@ inline void edge_terms_from_row(const Packed<T>& P, int i0, int ii, const RowTer
   e.row[0] = 0;
   e.w[0] = x * s;  // silu
   if (derivative) e.dw[0] = s * (T(1) + x * (T(1) - s));
-  const int j = int(rt.cell[ii]);
 #pragma GCC unroll 8
   for (int r = 0; r <= K; ++r) {
-    const int c = j - K + r;
-    const bool live = j >= 0 && c >= 0 && c < P.nb;
-    e.row[r + 1] = live ? 1 + c : P.zero_row;
-    e.w[r + 1] = live ? rt.w[r * rt.ld + ii] : T(0);
-    if (derivative) e.dw[r + 1] = live ? rt.dw[r * rt.ld + ii] : T(0);
+    e.row[r + 1] = int(rt.row[r * rt.ld + ii]);
+    e.w[r + 1] = rt.w[r * rt.ld + ii];
+    if (derivative) e.dw[r + 1] = rt.dw[r * rt.ld + ii];
   }
 }
 
@@ -362,9 +365,7 @@ inline T backward_edge_chunk(const Packed<T>& P, int i, const EdgeTerms<T, K>& e
     V dot = comb[0] * g[0];
 #pragma GCC unroll 16
     for (int v = 1; v < NV; ++v) dot += comb[v] * g[v];
-    T buf[VL];
-    S::store(buf, dot);
-    for (int l = 0; l < VL; ++l) result += buf[l];
+    result = hsum<T>(dot);
   }
   if (want_w) {
 #pragma GCC unroll 8

@@ -28,8 +28,8 @@ inline int zero_row(const KanConfig& c) { return c.n_basis() + 1; }
 inline int padded_knots(const KanConfig& c) { return c.n_knots() + 2 * kMaxSplineOrder; }
 
 // Per-row scratch of the vectorised basis evaluation for n features: x, sigmoid(x), cell, and
-// (kMaxSplineOrder+1) basis values and derivatives each.
-inline int64_t row_terms_numel(int64_t n) { return (3 + 2 * (kMaxSplineOrder + 1)) * pad(n); }
+// (kMaxSplineOrder+1) packed-row indices, basis values and derivatives each.
+inline int64_t row_terms_numel(int64_t n) { return (3 + 3 * (kMaxSplineOrder + 1)) * pad(n); }
 
 struct Layout {
   int64_t weights = 0;    // (in, packed_rows, pad(out))
