@@ -11,13 +11,46 @@
 namespace perceptrons {
 
 // 64-byte aligned scratch: with padded rows, every row starts on a cache line / zmm boundary.
+// Up to kCachedWorkspaceBytes it is kept per calling thread and reused across calls: a fresh
+// allocation of that size is an mmap, whose pages fault in again (inside the parallel region, where
+// the threads contend for the process's memory map) and whose munmap interrupts the other cores.
+constexpr size_t kCachedWorkspaceBytes = size_t(64) << 20;
+
+struct WorkspaceCache {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+  ~WorkspaceCache() { std::free(ptr); }
+};
+
+inline WorkspaceCache& workspace_cache() {
+  static thread_local WorkspaceCache cache;
+  return cache;
+}
+
+// Not reentrant on one thread: a kernel holds its workspace until it returns, and kernels do not
+// call each other.
 struct Workspace {
   void* ptr = nullptr;
+  bool owned = false;
   explicit Workspace(size_t bytes) {
     bytes = (bytes + 63) / 64 * 64;
-    ptr = bytes ? std::aligned_alloc(64, bytes) : nullptr;
+    if (!bytes) return;
+    if (bytes > kCachedWorkspaceBytes) {
+      ptr = std::aligned_alloc(64, bytes);
+      owned = true;
+      return;
+    }
+    WorkspaceCache& c = workspace_cache();
+    if (c.bytes < bytes) {
+      std::free(c.ptr);
+      c.ptr = std::aligned_alloc(64, bytes);
+      c.bytes = c.ptr ? bytes : 0;
+    }
+    ptr = c.ptr;
   }
-  ~Workspace() { std::free(ptr); }
+  ~Workspace() {
+    if (owned) std::free(ptr);
+  }
   Workspace(const Workspace&) = delete;
   Workspace& operator=(const Workspace&) = delete;
 };

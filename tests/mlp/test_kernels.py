@@ -3,6 +3,7 @@
 Every test runs on every instruction set this CPU supports (generic, AVX2, AVX-512).
 """
 import itertools
+import zlib
 
 import numpy as np
 import pytest
@@ -11,10 +12,21 @@ from perceptrons import kernels as K
 from perceptrons.activations import NAMES
 
 from ..conftest import ISAS, cpu_isa, num_threads
+from perceptrons.reference import mlp as ref
+
 from .helpers import assert_close, make_net, reference
 
 BATCHES = (0, 1, 7, 1000)
 DTYPES = (np.float32, np.float64)
+
+
+def rows_near_kink(spec, x, ws, bs, rel=1e-5):
+    _, zs, _ = ref.forward(x, ws, bs, spec.activation, spec.output_activation, spec.activation_param,
+                           spec.output_activation_param, return_intermediates=True)
+    near = np.zeros(x.shape[0], bool)
+    for z in zs:
+        near |= (np.abs(z) < rel * max(1.0, np.abs(z).max(initial=0))).any(axis=1)
+    return near
 
 
 def run_and_compare(widths, activation, output_activation, batch, dtype, rng, bias=True, need_dx=True):
@@ -22,6 +34,10 @@ def run_and_compare(widths, activation, output_activation, batch, dtype, rng, bi
     ws, bs = make_net(widths, dtype, rng, activation, bias)
     x = rng.standard_normal((batch, widths[0])).astype(dtype)
     dy = rng.standard_normal((batch, widths[-1])).astype(dtype)
+    if dtype == np.float32 and {"relu", "leaky_relu"} & {spec.activation, spec.output_activation}:
+        # A pre-activation within float32 rounding of a kink may land on either side (the derivative
+        # jumps there): such rows have no single right float32 gradient, so they carry none.
+        dy[rows_near_kink(spec, x, ws, bs)] = 0
     y_ref, dx_ref, dw_ref, db_ref = reference(spec, x, ws, bs, dy)
     tag = f"{widths} {activation}/{output_activation} B={batch} {np.dtype(dtype).name}"
     for isa in ISAS:
@@ -49,7 +65,7 @@ def run_and_compare(widths, activation, output_activation, batch, dtype, rng, bi
 @pytest.mark.parametrize("hidden", (16, 32, 64, 128))
 def test_hidden_grid(hidden, depth, activation, dtype):
     """Hidden widths x depths x activations x dtypes; in/out widths and output activation vary."""
-    rng = np.random.default_rng(hash((hidden, depth, activation)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(repr((hidden, depth, activation)).encode()))  # same data every run
     in_w, out_w = [(1, 1), (3, 16), (32, 5), (17, 64)][(hidden // 16 + depth) % 4]
     output_activation = NAMES[(NAMES.index(activation) + depth) % len(NAMES)]
     widths = [in_w] + [hidden] * depth + [out_w]

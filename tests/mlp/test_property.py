@@ -1,10 +1,11 @@
 """Property-based test: random shapes, activations and batches against the reference."""
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from perceptrons import kernels as K
 from perceptrons.activations import NAMES
+from perceptrons.reference import mlp as ref
 
 from .helpers import assert_close, make_net, reference
 
@@ -20,6 +21,12 @@ def test_random_networks_match_reference(widths, batch, activation, output_activ
     ws, bs = make_net(widths, dtype, rng, activation, bias)
     x = rng.uniform(-1, 1, (batch, widths[0])).astype(dtype)
     dy = rng.uniform(-1, 1, (batch, widths[-1])).astype(dtype)
+    if dtype == np.float32 and {"relu", "leaky_relu"} & {activation, output_activation}:
+        # A pre-activation within float32 rounding of a kink may legitimately land on the other side
+        # (the derivative jumps there): such inputs have no single right float32 answer.
+        _, zs, _ = ref.forward(x, ws, bs, spec.activation, spec.output_activation, spec.activation_param,
+                               spec.output_activation_param, return_intermediates=True)
+        assume(all(np.abs(z).min(initial=np.inf) > 1e-5 * max(1.0, np.abs(z).max(initial=0)) for z in zs))
     y_ref, dx_ref, dw_ref, db_ref = reference(spec, x, ws, bs, dy)
     y, saved = K.mlp_forward(spec, x, ws, bs, training=True)
     dx, dws, dbs = K.mlp_backward(spec, dy, x, y, saved, ws, bs)
