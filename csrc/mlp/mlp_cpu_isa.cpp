@@ -166,6 +166,13 @@ void forward_tile(const Net<T>& n, const MlpForwardArgs& args, const Layout& lay
   T* y = static_cast<T*>(args.y);
   const T* in = x + r0 * n.w(0);
   long ld_in = n.w(0);
+  // x usually comes from memory: ask for the next tile's rows now so they arrive during this tile.
+  if (r0 + rows < args.batch) {
+    const int64_t next = args.batch - (r0 + rows) < kTileRows ? args.batch - (r0 + rows) : kTileRows;
+    const char* p0 = reinterpret_cast<const char*>(x + (r0 + rows) * n.w(0));
+    const long bytes = long(next) * n.w(0) * long(sizeof(T));
+    for (long off = 0; off < bytes; off += 64) __builtin_prefetch(p0 + off, 0, 2);
+  }
   for (int l = 0; l < n.L; ++l) {
     const bool last = l == n.L - 1;
     const int wi = n.w(l), wo = n.w(l + 1);
