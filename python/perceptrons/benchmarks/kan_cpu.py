@@ -420,9 +420,30 @@ def _pykan_version():
         return None
 
 
-def main(quick: bool = False, threads=None, out=None, pykan=None) -> int:
+def _partial_path(out, quick):
+    return os.path.join(out, ("kan_cpu_quick" if quick else "kan_cpu") + ".partial.json")
+
+
+def _load_partial(path, log) -> list:
+    import json
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        log(f"resume: nothing usable in {path} ({type(e).__name__}); starting afresh")
+        return []
+    log(f"resume: {len(data['results'])} records from {path} (commit "
+        f"{(data['machine'].get('git') or {}).get('commit', '?')[:10]}, extension built "
+        f"{data['machine']['extension']['modified_utc']})")
+    return data["results"]
+
+
+def main(quick: bool = False, threads=None, out=None, pykan=None, resume: bool = False) -> int:
     """Runs the benchmark, prints markdown tables; returns 1 if a validation fails, else 0.
-    pykan: time pykan's KANLayer where it fits (default: in the full sweep, not in quick mode)."""
+    pykan: time pykan's KANLayer where it fits (default: in the full sweep, not in quick mode).
+    With `out`, the records so far are kept in <out>/kan_cpu[_quick].partial.json after every case
+    (removed at the end); resume=True continues from that file, skipping the cases it holds (a long
+    sweep on a shared machine can be killed, e.g. by a rebuild of the extension under it)."""
     from .. import set_num_threads
     from .mlp_cpu import collect_machine
     threads = list(threads or DEFAULT_THREADS)
@@ -441,13 +462,23 @@ def main(quick: bool = False, threads=None, out=None, pykan=None) -> int:
     if max(threads) > (m["cpu"]["logical_cpus"] or 1):
         log(f"warning: {max(threads)} threads on {m['cpu']['logical_cpus']} logical CPUs")
     todo = cases(quick)
-    records = []
+    partial = _partial_path(out, quick) if out else None
+    records = _load_partial(partial, log) if resume and partial and os.path.exists(partial) else []
+    if records:
+        m["resumed_records"] = len(records)
+    done = {(r["threads"], r["case"]["batch"], r["case"]["width"], r["case"]["grid_size"], r["case"]["spline_order"])
+            for r in records}
     try:
         for t in threads:
             set_num_threads(t)  # our kernels' and torch's OpenMP pools
             for i, case in enumerate(todo):
+                if (t,) + tuple(asdict(case).values()) in done:
+                    continue
                 log(f"[{t} thread{'s' * (t > 1)}, {i + 1}/{len(todo)}] KANLinear {case.label}, batch {case.batch}")
                 records.extend(run_case(case, t, quick, want_pykan, waiter, log))
+                if partial:
+                    write_results(out, os.path.basename(partial)[:-len(".json")],
+                                  {"machine": m, "results": records}, "(partial run)")
     except ValidationError as e:
         print(f"VALIDATION FAILED: {e}", flush=True)
         return 1
@@ -502,4 +533,7 @@ def main(quick: bool = False, threads=None, out=None, pykan=None) -> int:
                 "targets": [dict(zip(("target", "value", "threshold", "kind", "passed"), t)) for t in targets]}
         for p in write_results(out, "kan_cpu_quick" if quick else "kan_cpu", data, text):
             log(f"wrote {p}")
+        for p in (partial, partial[:-len(".json")] + ".md"):
+            if os.path.exists(p):
+                os.remove(p)
     return 0
