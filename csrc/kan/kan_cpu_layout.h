@@ -14,7 +14,7 @@ constexpr int kPad = 16;
 // while every row passes). As large as the threads allow, within this slab budget (bytes).
 constexpr int64_t kSlabBudget = int64_t(1) << 20;
 // Rows evaluated together: an input's packed weights (and slabs) are reused from L1 across them.
-constexpr int kRowTile = 16;
+constexpr int kRowTile = 64;
 
 inline int64_t pad(int64_t n) { return (n + kPad - 1) / kPad * kPad; }
 
