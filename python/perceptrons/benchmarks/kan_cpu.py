@@ -482,14 +482,7 @@ def main(quick: bool = False, threads=None, out=None, pykan=None, resume: bool =
     except ValidationError as e:
         print(f"VALIDATION FAILED: {e}", flush=True)
         return 1
-    waiter.wait()
-    m["measured_core_peak_gflops_end"] = machine.measured_core_peak_gflops(m["cpu_isa"])
-    m["measured_core_peak_gflops_start"] = m["measured_core_peak_gflops"]
-    peak = m["measured_core_peak_gflops"] = max(m["measured_core_peak_gflops"], m["measured_core_peak_gflops_end"])
-    for r in records:
-        r["ours_peak_fraction_per_thread"] = r["impls"]["ours"]["gflops"] / (r["threads"] * peak)
-    m["elapsed_s"] = time.perf_counter() - t_start
-    m["waited_for_quiet_s"] = waiter.waited_s
+    machine.finish_run(m, records, waiter, t_start)
 
     title = "KANLinear CPU benchmark" + (" (quick)" if quick else "")
     order = lambda r: (r["mode"] != "training", r["threads"], r["case"]["width"], r["case"]["grid_size"],

@@ -195,3 +195,17 @@ class QuietWaiter:
             self.waited_s += self.window_s
             if f.fraction is None or f.fraction <= self.threshold or self.waited_s >= self.budget_s:
                 return f.fraction
+
+
+def finish_run(m, records, waiter, t_start):
+    """Closes a benchmark run: measures the FMA peak again (it varies by ~15% within a run on this VM,
+    host-side clock changes) and uses the higher of start and end as the denominator of every
+    '% peak/thread'; records elapsed and waited time."""
+    waiter.wait()
+    m["measured_core_peak_gflops_end"] = measured_core_peak_gflops(m["cpu_isa"])
+    m["measured_core_peak_gflops_start"] = m["measured_core_peak_gflops"]
+    peak = m["measured_core_peak_gflops"] = max(m["measured_core_peak_gflops"], m["measured_core_peak_gflops_end"])
+    for r in records:
+        r["ours_peak_fraction_per_thread"] = r["impls"]["ours"]["gflops"] / (r["threads"] * peak)
+    m["elapsed_s"] = time.perf_counter() - t_start
+    m["waited_for_quiet_s"] = waiter.waited_s

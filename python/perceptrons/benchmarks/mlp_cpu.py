@@ -352,16 +352,7 @@ def main(quick: bool = False, threads=None, out=None, compile_baseline: bool = T
     except ValidationError as e:
         print(f"VALIDATION FAILED: {e}", flush=True)
         return 1
-    # The FMA peak of one run varies by ~15% on this VM (host-side clock changes), and it is the
-    # denominator of every '% peak': measured again at the end, the higher of the two is used.
-    waiter.wait()
-    m["measured_core_peak_gflops_end"] = machine.measured_core_peak_gflops(m["cpu_isa"])
-    m["measured_core_peak_gflops_start"] = m["measured_core_peak_gflops"]
-    peak = m["measured_core_peak_gflops"] = max(m["measured_core_peak_gflops"], m["measured_core_peak_gflops_end"])
-    for r in records:
-        r["ours_peak_fraction_per_thread"] = r["impls"]["ours"]["gflops"] / (r["threads"] * peak)
-    m["elapsed_s"] = time.perf_counter() - t_start
-    m["waited_for_quiet_s"] = waiter.waited_s
+    machine.finish_run(m, records, waiter, t_start)
 
     title = "FusedMLP CPU benchmark" + (" (quick)" if quick else "")
     order = lambda r: (r["mode"], r["threads"], r["case"]["hidden"], r["case"]["batch"])
