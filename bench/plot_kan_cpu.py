@@ -55,10 +55,17 @@ def plot(json_path: str, png_path: str = None) -> str:
             ax.set_xlabel("batch size (rows)")
             ax.set_ylabel("speedup of KANLinear (x)")
             ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=7)
     cpu = data["machine"]["cpu"]["model"]
     fig.suptitle(f"KANLinear vs materialised basis (efficient-kan) and pykan, k=3, float32, {cpu}")
-    fig.tight_layout()
+    # One legend for all panels, below them: inside a panel it covers the points.
+    handles, labels = {}, []
+    for ax in axes.flat:
+        for h, l in zip(*ax.get_legend_handles_labels()):
+            if l not in handles:
+                handles[l] = h
+                labels.append(l)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.legend([handles[l] for l in labels], labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
     png_path = png_path or os.path.join(os.path.dirname(os.path.abspath(json_path)), "kan_cpu_speedup.png")
     fig.savefig(png_path, dpi=120)
     plt.close(fig)

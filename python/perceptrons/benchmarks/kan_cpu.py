@@ -424,18 +424,19 @@ def _partial_path(out, quick):
     return os.path.join(out, ("kan_cpu_quick" if quick else "kan_cpu") + ".partial.json")
 
 
-def _load_partial(path, log) -> list:
+def _load_partial(path, log):
+    """(records, machine of the interrupted run) from a partial file; ([], None) if unusable."""
     import json
     try:
         with open(path) as f:
             data = json.load(f)
-    except (OSError, ValueError) as e:
+        records, prev = data["results"], data["machine"]
+    except (OSError, ValueError, KeyError) as e:
         log(f"resume: nothing usable in {path} ({type(e).__name__}); starting afresh")
-        return []
-    log(f"resume: {len(data['results'])} records from {path} (commit "
-        f"{(data['machine'].get('git') or {}).get('commit', '?')[:10]}, extension built "
-        f"{data['machine']['extension']['modified_utc']})")
-    return data["results"]
+        return [], None
+    log(f"resume: {len(records)} records from {path} (commit {(prev.get('git') or {}).get('commit', '?')[:10]}, "
+        f"extension built {prev['extension']['modified_utc']})")
+    return records, prev
 
 
 def main(quick: bool = False, threads=None, out=None, pykan=None, resume: bool = False) -> int:
@@ -455,6 +456,7 @@ def main(quick: bool = False, threads=None, out=None, pykan=None, resume: bool =
     waiter = machine.QuietWaiter(QUIET_WAIT_BUDGET_S[quick], BUSY_FRACTION)
     m = collect_machine(threads, waiter)
     m["versions"]["pykan"] = _pykan_version()
+    m["started_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     busy = m["foreign_cpu_fraction_start"]
     if busy is not None and busy > BUSY_FRACTION:
         log(f"warning: other processes are using {100 * busy:.0f}% of the CPUs; OpenMP timings suffer when "
@@ -463,9 +465,13 @@ def main(quick: bool = False, threads=None, out=None, pykan=None, resume: bool =
         log(f"warning: {max(threads)} threads on {m['cpu']['logical_cpus']} logical CPUs")
     todo = cases(quick)
     partial = _partial_path(out, quick) if out else None
-    records = _load_partial(partial, log) if resume and partial and os.path.exists(partial) else []
+    records, prev = _load_partial(partial, log) if resume and partial and os.path.exists(partial) else ([], None)
     if records:
-        m["resumed_records"] = len(records)
+        m["resumed_from"] = {"records": len(records), "git": prev.get("git"), "extension": prev.get("extension"),
+                             "started_utc": prev.get("started_utc"), "load_average_start": prev.get("load_average_start")}
+        if prev.get("extension") != m["extension"]:
+            log(f"warning: the resumed records were timed with another build of the extension "
+                f"({prev.get('extension')} vs now {m['extension']})")
     done = {(r["threads"], r["case"]["batch"], r["case"]["width"], r["case"]["grid_size"], r["case"]["spline_order"])
             for r in records}
     try:
@@ -514,7 +520,16 @@ def main(quick: bool = False, threads=None, out=None, pykan=None, resume: bool =
     if notes:
         parts += ["", "Notes:", ""] + [f"- {n}" for n in notes]
     parts += ["", f"Total run time {m['elapsed_s']:.0f} s (of which waiting for a quiet machine "
-                  f"{m['waited_for_quiet_s']:.0f} s)."]
+                  f"{m['waited_for_quiet_s']:.0f} s)" + (" in this invocation" if "resumed_from" in m else "") + "."]
+    if "resumed_from" in m:
+        rf = m["resumed_from"]
+        same = rf["extension"] == m["extension"]
+        parts += ["", f"Resumed run: {rf['records']} of the {len(records)} records come from an interrupted run "
+                      f"(commit {((rf.get('git') or {}).get('commit') or '?')[:10]}"
+                      + (f", started {rf['started_utc']}" if rf.get("started_utc") else "")
+                      + f", extension built {(rf.get('extension') or {}).get('modified_utc')}); "
+                      + ("the same build of the extension as the rest." if same else
+                         f"a DIFFERENT build of the extension than the rest ({m['extension']['modified_utc']}).")]
     text = "\n".join(parts)
     print(text, flush=True)
     if out:
