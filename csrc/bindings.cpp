@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -16,6 +17,7 @@
 #include "kan/kan.h"
 #include "mlp/mlp.h"
 #include "mlp/mlp_cpu_layout.h"
+#include "mlp/mlp_cuda_layout.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -28,6 +30,7 @@ namespace {
 void raise_on(Status s, const char* where) {
   if (s == Status::Ok) return;
   std::string msg = std::string(where) + ": " + status_message(s);
+  if (s == Status::CudaError) throw std::runtime_error(msg + " (" + cuda_error_detail() + ")");
   if (s == Status::OutOfMemory) throw std::bad_alloc();
   if (s == Status::NotCompiled) throw std::runtime_error(msg);
   throw py::value_error(msg);
@@ -38,8 +41,9 @@ const void* ptr(T v) {
   return reinterpret_cast<const void*>(static_cast<uintptr_t>(v));
 }
 
+// cuda: the configuration is for the CUDA backend (float16/bfloat16, its own limits).
 mlp::MlpConfig make_config(int dtype, const std::vector<int64_t>& widths, int act, double act_p, int out_act,
-                           double out_p) {
+                           double out_p, bool cuda = false) {
   if (widths.size() < 2) throw py::value_error("widths: expected at least 2 entries (in, out)");
   if (widths.size() - 1 > size_t(mlp::kMaxLayers))
     throw py::value_error("widths: at most " + std::to_string(mlp::kMaxLayers) + " layers are supported, got " +
@@ -53,13 +57,16 @@ mlp::MlpConfig make_config(int dtype, const std::vector<int64_t>& widths, int ac
   }
   if (!activation_valid(act)) throw py::value_error("activation: unknown code " + std::to_string(act));
   if (!activation_valid(out_act)) throw py::value_error("output_activation: unknown code " + std::to_string(out_act));
-  if (dtype != 0 && dtype != 1) throw py::value_error("dtype: expected 0 (float32) or 1 (float64), got " + std::to_string(dtype));
+  if (!cuda && dtype != 0 && dtype != 1)
+    throw py::value_error("dtype: expected 0 (float32) or 1 (float64), got " + std::to_string(dtype));
+  if (cuda && dtype != 2 && dtype != 3)
+    throw py::value_error("dtype: expected 2 (float16) or 3 (bfloat16), got " + std::to_string(dtype));
   c.activation = Activation(act);
   c.activation_param = act_p;
   c.output_activation = Activation(out_act);
   c.output_activation_param = out_p;
   c.dtype = mlp::DType(dtype);
-  raise_on(mlp::validate_config(c), "mlp config");
+  raise_on(cuda ? mlp::cuda_layout::cuda_supported(c) : mlp::validate_config(c), "mlp config");
   return c;
 }
 
@@ -258,6 +265,104 @@ PYBIND11_MODULE(_C, m) {
         py::arg("y"), py::arg("saved"), py::arg("dy"), py::arg("weights"), py::arg("dx"), py::arg("dweights"),
         py::arg("dbiases"),
         "Fused MLP backward: dx (0: not wanted), per-layer weight and bias gradients (0: not wanted).");
+
+  // ---- fused MLP, CUDA backend -----------------------------------------------------------------
+  m.attr("MLP_CUDA_MAX_IO_WIDTH") = mlp::cuda_layout::kMaxIoWidth;
+  m.def("mlp_cuda_unsupported", [](int dtype, const std::vector<int64_t>& widths) {
+    mlp::MlpConfig c;
+    c.n_layers = int(widths.size()) - 1;
+    if (c.n_layers < 1 || c.n_layers > mlp::kMaxLayers) return std::string("number of layers");
+    for (size_t i = 0; i < widths.size(); ++i) c.widths[i] = int(std::min<int64_t>(widths[i], INT32_MAX));
+    c.dtype = DType(dtype);
+    Status s = mlp::cuda_layout::cuda_supported(c);
+    return s == Status::Ok ? std::string() : std::string(status_message(s));
+  }, "Empty string when the CUDA kernels take this dtype code and these widths, else why not.");
+
+  m.def("mlp_cuda_saved_numels", [](const std::vector<int64_t>& widths, int64_t batch) {
+    mlp::MlpConfig c = make_config(2, widths, 0, 0.0, 0, 0.0, true);
+    if (batch < 0) throw py::value_error("batch: expected >= 0, got " + std::to_string(batch));
+    std::vector<int64_t> n(c.n_layers);
+    for (int l = 0; l < c.n_layers; ++l) n[l] = mlp::cuda_layout::cuda_saved_layer_numel(c, batch, l);
+    return n;
+  }, "Elements the CUDA training forward saves per layer (0 where a layer saves nothing).");
+
+  m.def("mlp_cuda_workspace_bytes", [](int dtype, const std::vector<int64_t>& widths, int64_t batch, bool backward) {
+    mlp::MlpConfig c = make_config(dtype, widths, 0, 0.0, 0, 0.0, true);
+    int64_t n;
+    {
+      py::gil_scoped_release nogil;
+      n = mlp::mlp_cuda_workspace_bytes(c, batch, backward);
+    }
+    if (n < 0) throw std::runtime_error("mlp_cuda_workspace_bytes: no usable CUDA device (" + std::string(cuda_error_detail()) + ")");
+    return n;
+  }, "Workspace bytes of a CUDA forward (backward=False) or backward call on the current device.");
+
+  m.def("mlp_forward_cuda",
+        [](int dtype, const std::vector<int64_t>& widths, int act, double act_p, int out_act, double out_p,
+           int64_t batch, uint64_t x, const std::vector<uint64_t>& weights, const std::vector<uint64_t>& biases,
+           uint64_t y, const std::vector<uint64_t>& saved, uint64_t workspace, int64_t workspace_bytes, uint64_t stream) {
+          mlp::MlpForwardArgs a;
+          a.cfg = make_config(dtype, widths, act, act_p, out_act, out_p, true);
+          fill_params(a.params, a.cfg, weights, biases);
+          a.batch = batch;
+          a.x = ptr(x);
+          a.y = const_cast<void*>(ptr(y));
+          a.training = !saved.empty();
+          if (a.training && saved.size() != size_t(a.cfg.n_layers))
+            throw py::value_error("saved: expected one pointer per layer (0 where a layer saves nothing) or an "
+                                  "empty list for inference, got " + std::to_string(saved.size()));
+          for (size_t l = 0; l < saved.size(); ++l) a.saved[l] = const_cast<void*>(ptr(saved[l]));
+          a.stream = const_cast<void*>(ptr(stream));
+          Status s;
+          {
+            py::gil_scoped_release nogil;
+            s = mlp::mlp_forward_cuda(a, const_cast<void*>(ptr(workspace)), workspace_bytes);
+          }
+          raise_on(s, "mlp_forward_cuda");
+        },
+        py::arg("dtype"), py::arg("widths"), py::arg("activation"), py::arg("activation_param"),
+        py::arg("output_activation"), py::arg("output_activation_param"), py::arg("batch"), py::arg("x"),
+        py::arg("weights"), py::arg("biases"), py::arg("y"), py::arg("saved"), py::arg("workspace"),
+        py::arg("workspace_bytes"), py::arg("stream"),
+        "Fused MLP forward on CUDA (launched on `stream`, a cudaStream_t as an integer).");
+
+  m.def("mlp_backward_cuda",
+        [](int dtype, const std::vector<int64_t>& widths, int act, double act_p, int out_act, double out_p,
+           int64_t batch, uint64_t x, const std::vector<uint64_t>& saved, uint64_t dy,
+           const std::vector<uint64_t>& weights, const std::vector<uint64_t>& biases, uint64_t dx,
+           const std::vector<uint64_t>& dweights, const std::vector<uint64_t>& dbiases, uint64_t workspace,
+           int64_t workspace_bytes, uint64_t stream) {
+          mlp::MlpBackwardArgs a;
+          a.cfg = make_config(dtype, widths, act, act_p, out_act, out_p, true);
+          fill_params(a.params, a.cfg, weights, biases);
+          if (dweights.size() != size_t(a.cfg.n_layers) || dbiases.size() != size_t(a.cfg.n_layers))
+            throw py::value_error("dweights/dbiases: expected one pointer (0 for none) per layer");
+          for (int l = 0; l < a.cfg.n_layers; ++l) {
+            a.dweights[l] = const_cast<void*>(ptr(dweights[l]));
+            a.dbiases[l] = const_cast<void*>(ptr(dbiases[l]));
+          }
+          if (saved.size() != size_t(a.cfg.n_layers))
+            throw py::value_error("saved: expected one pointer per layer (0 where a layer saves nothing), got " +
+                                  std::to_string(saved.size()));
+          for (size_t l = 0; l < saved.size(); ++l) a.saved[l] = ptr(saved[l]);
+          a.batch = batch;
+          a.x = ptr(x);
+          a.dy = ptr(dy);
+          a.dx = const_cast<void*>(ptr(dx));
+          a.stream = const_cast<void*>(ptr(stream));
+          Status s;
+          {
+            py::gil_scoped_release nogil;
+            s = mlp::mlp_backward_cuda(a, const_cast<void*>(ptr(workspace)), workspace_bytes);
+          }
+          raise_on(s, "mlp_backward_cuda");
+        },
+        py::arg("dtype"), py::arg("widths"), py::arg("activation"), py::arg("activation_param"),
+        py::arg("output_activation"), py::arg("output_activation_param"), py::arg("batch"), py::arg("x"),
+        py::arg("saved"), py::arg("dy"), py::arg("weights"), py::arg("biases"), py::arg("dx"), py::arg("dweights"),
+        py::arg("dbiases"), py::arg("workspace"), py::arg("workspace_bytes"), py::arg("stream"),
+        "Fused MLP backward on CUDA: dx (0: not wanted), every weight gradient and the bias gradients "
+        "(0: not wanted).");
 
   m.attr("KAN_MAX_SPLINE_ORDER") = kMaxSplineOrder;
 

@@ -32,6 +32,8 @@ void probe_cuda(CudaDeviceProbe* out) {
   const char msg[] = "CUDA kernels were not compiled into this build";
   for (unsigned i = 0; i < sizeof(msg); ++i) out->error[i] = msg[i];
 }
+void set_cuda_error_detail(int, const char*) {}
+const char* cuda_error_detail() { return ""; }
 #endif
 
 }  // namespace perceptrons

@@ -33,4 +33,16 @@ void probe_cuda(CudaDeviceProbe* out) {
   }
 }
 
+namespace {
+thread_local char g_error_detail[512] = {};
+}
+
+void set_cuda_error_detail(int cuda_error, const char* where) {
+  const cudaError_t e = static_cast<cudaError_t>(cuda_error);
+  std::snprintf(g_error_detail, sizeof(g_error_detail), "%s: %s: %s", where, cudaGetErrorName(e), cudaGetErrorString(e));
+  cudaGetLastError();  // launch errors are not sticky; leave the runtime clean for the next call
+}
+
+const char* cuda_error_detail() { return g_error_detail; }
+
 }  // namespace perceptrons

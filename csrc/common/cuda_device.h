@@ -23,4 +23,9 @@ struct CudaDeviceProbe {
 // Defined in cuda_device.cu when CUDA is compiled, else in build_info.cpp.
 void probe_cuda(CudaDeviceProbe* out);
 
+// The last failed CUDA call of this thread, as "where: cudaErrorName: message" (empty if none):
+// kernels return Status::CudaError and the bindings append this text to the exception.
+void set_cuda_error_detail(int cuda_error, const char* where);
+const char* cuda_error_detail();
+
 }  // namespace perceptrons

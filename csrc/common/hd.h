@@ -4,7 +4,7 @@
 #pragma once
 
 #if defined(__CUDACC__)
-#define PCT_HD static inline __host__ __device__ __forceinline__
+#define PCT_HD static __host__ __device__ __forceinline__
 #else
 #define PCT_HD static inline __attribute__((always_inline))
 #endif

@@ -16,6 +16,9 @@ enum class Status : int {
   OutOfMemory,         // workspace allocation failed
   NotCompiled,         // the requested backend was not built into this module
   BadGrid,             // KAN knots not finite or decreasing
+  Unsupported,         // a configuration this backend has no kernel for (the Python layer falls back)
+  CudaError,           // a CUDA call failed; cuda_error_detail() (common/cuda_device.h) says which
+  WorkspaceTooSmall,   // the caller's workspace is smaller than the backend's *_workspace_bytes
 };
 
 inline const char* status_message(Status s) {
@@ -29,6 +32,9 @@ inline const char* status_message(Status s) {
     case Status::TooManyLayers: return "too many layers";
     case Status::OutOfMemory: return "could not allocate the kernel workspace";
     case Status::NotCompiled: return "backend not compiled into this build";
+    case Status::Unsupported: return "configuration not supported by this backend";
+    case Status::CudaError: return "CUDA error";
+    case Status::WorkspaceTooSmall: return "workspace smaller than the size the backend asked for";
     case Status::BadGrid: return "grid: every feature's knots must be finite and non-decreasing, first < last";
   }
   return "unknown error";

@@ -96,5 +96,16 @@ Status validate_config(const MlpConfig& c);
 Status mlp_forward_cpu(const MlpForwardArgs& args);
 Status mlp_backward_cpu(const MlpBackwardArgs& args);
 
+// ---- CUDA backend (csrc/mlp/mlp_cuda.cu; without nvcc, mlp_cuda_stub.cpp returns NotCompiled) --
+// Tensor-core kernels (mma.sync m16n8k16) for float16/bfloat16 storage with float32 accumulation.
+// What they take (mlp_cuda_layout.h: cuda_supported) and what the training forward saves (a
+// tile-native layout, cuda_saved_layer_numel) differ from the CPU backend. The caller allocates the
+// workspace (mlp_cuda_workspace_bytes, which asks the current device for its size) and passes the
+// stream; the kernels never allocate, never synchronise and never touch stream 0 unless given it.
+// The backward also reads params.biases (it recomputes the output layer's pre-activation).
+int64_t mlp_cuda_workspace_bytes(const MlpConfig& c, int64_t batch, bool backward);  // < 0: no device
+Status mlp_forward_cuda(const MlpForwardArgs& args, void* workspace, int64_t workspace_bytes);
+Status mlp_backward_cuda(const MlpBackwardArgs& args, void* workspace, int64_t workspace_bytes);
+
 }  // namespace mlp
 }  // namespace perceptrons

@@ -67,8 +67,8 @@ def test_bad_constructor_arguments():
         FusedMLP(3, 2, activation="leaky_relu", activation_param=-0.1)
     with pytest.raises(ValueError, match=r"output_activation_param: activation 'tanh' takes no parameter"):
         FusedMLP(3, 2, output_activation="tanh", output_activation_param=2.0)
-    with pytest.raises(TypeError, match=r"dtype: expected torch.float32 or torch.float64, got torch.float16"):
-        FusedMLP(3, 2, dtype=torch.float16)
+    with pytest.raises(TypeError, match=r"dtype: expected torch.float32, float64, float16 or bfloat16, got torch.int32"):
+        FusedMLP(3, 2, dtype=torch.int32)
 
 
 def test_bad_weights_and_biases():

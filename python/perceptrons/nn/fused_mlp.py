@@ -69,8 +69,11 @@ class FusedMLP(nn.Module):
 
     Parameters follow nn.Linear: ``layers[l].weight`` is (out, in), ``layers[l].bias`` is (out,),
     initialised as nn.Linear does (SIREN's initialisation when activation is "sine").
-    Inputs are (..., in_features), float32 or float64, on the CPU (CUDA kernels come in a later release;
-    inputs are never moved between devices).
+    Inputs are (..., in_features) on the module's device and in its dtype (never moved or cast):
+    float32/float64 on the CPU (fused CPU kernels); float16/bfloat16 on CUDA (fused tensor-core kernels,
+    float32 accumulation; hidden widths 16/32/64/128, all equal); other CUDA configurations run as torch
+    ops (see perceptrons.ops.mlp.cuda_path). For float16 training, scale the loss as for any float16 torch
+    model (torch.amp.GradScaler): gradients are stored in float16 between layers.
     """
 
     def __init__(self, in_features: int, out_features: int, hidden_features: Union[int, Sequence[int]] = 64,
@@ -94,8 +97,8 @@ class FusedMLP(nn.Module):
             if h > _C.MLP_MAX_HIDDEN_WIDTH:
                 raise ValueError(f"hidden_features: width {h} is not supported; the fused kernels take hidden "
                                  f"widths up to {_C.MLP_MAX_HIDDEN_WIDTH}")
-        if dtype is not None and dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
+        if dtype is not None and dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+            raise TypeError(f"dtype: expected torch.float32, float64, float16 or bfloat16, got {dtype}")
         self.in_features = in_features
         self.out_features = out_features
         spec = MLPSpec(widths, activation, output_activation, activation_param, output_activation_param)

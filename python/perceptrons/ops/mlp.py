@@ -11,6 +11,14 @@ transforms), it uses an equivalent composite of torch ops instead, so second and
 (eikonal/SDF losses) work: slower, but exact.
 
 A layer without a bias is passed as an empty tensor.
+
+Devices. CPU: float32/float64 kernels (csrc/mlp/mlp_cpu*). CUDA: tensor-core kernels for float16 and
+bfloat16 (csrc/mlp/mlp_cuda*; float32 accumulation) when every hidden layer has the same width, one
+of 16/32/64/128, at least one hidden layer, and input and output widths up to 256. Anything else on
+a CUDA device (float32, float64, other widths) runs as the same network written in torch ops
+(`composite_forward`): correct, differentiable to any order, cuBLAS-fast, but not fused;
+`cuda_path()` says which one a call takes. The CUDA kernels launch on the current torch stream and
+take their workspace from torch's allocator, so they work inside CUDA graphs.
 """
 from __future__ import annotations
 
@@ -24,6 +32,8 @@ from .. import activations as _acts
 from ..kernels import MLPSpec
 
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
+_CUDA_DTYPE_CODES = {torch.float16: 2, torch.bfloat16: 3}
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def _widths(x: Tensor, weights: Sequence[Tensor]):
@@ -44,6 +54,37 @@ def _check_cpu(x: Tensor):
                            f"(CUDA kernels: {_C.build_info()['cuda']}); inputs are never moved between devices")
 
 
+def cuda_path(x: Tensor, weights: Sequence[Tensor]) -> str:
+    """'fused' when a CUDA call with these tensors runs the fused kernels, else 'torch: <why>'."""
+    if not _C.build_info()["cuda"]:
+        return "torch: this build has no CUDA kernels"
+    if x.dtype not in _CUDA_DTYPE_CODES:
+        return f"torch: the CUDA kernels take float16 and bfloat16, got {x.dtype}"
+    why = _C.mlp_cuda_unsupported(_CUDA_DTYPE_CODES[x.dtype], _widths(x.reshape(-1, x.shape[-1]), weights))
+    return "fused" if not why else f"torch: {why} (the CUDA kernels take >= 1 hidden layer, all hidden widths " \
+        f"equal and one of 16/32/64/128, input and output widths <= {_C.MLP_CUDA_MAX_IO_WIDTH})"
+
+
+def _cuda_saved_numels(spec: MLPSpec, batch):
+    """Mirrors cuda_saved_layer_numel (csrc/mlp/mlp_cuda_layout.h); plain arithmetic for symbolic batches."""
+    rows = (batch + 15) // 16 * 16
+    return [rows * spec.widths[l + 1] if l < spec.n_layers - 1 else 0 for l in range(spec.n_layers)]
+
+
+def _saved_numels(spec: MLPSpec, x: Tensor):
+    return _cuda_saved_numels(spec, x.shape[0]) if x.device.type == "cuda" else spec.saved_numels(x.shape[0])
+
+
+def _cuda_call(x: Tensor):
+    """(dtype code, stream handle) for a CUDA kernel call on x's device."""
+    return _CUDA_DTYPE_CODES[x.dtype], torch.cuda.current_stream(x.device).cuda_stream
+
+
+def _workspace(x: Tensor, spec: MLPSpec, backward: bool) -> Tensor:
+    n = _C.mlp_cuda_workspace_bytes(_CUDA_DTYPE_CODES[x.dtype], spec.widths, x.shape[0], backward)
+    return torch.empty((n,), dtype=torch.uint8, device=x.device)
+
+
 # ---- custom ops --------------------------------------------------------------------------------
 
 @torch.library.custom_op("perceptrons::mlp_forward", mutates_args=(), device_types="cpu")
@@ -54,6 +95,18 @@ def mlp_forward(x: Tensor, weights: list[Tensor], biases: list[Tensor], activati
     y = x.new_empty((x.shape[0], spec.widths[-1]))
     _C.mlp_forward_cpu(_DTYPE_CODES[x.dtype], spec.widths, *spec.codes(), x.shape[0], _ptr(x),
                        [_ptr(w) for w in weights], [_ptr(b) for b in biases], _ptr(y), [])
+    return y
+
+
+@mlp_forward.register_kernel("cuda")
+def _(x, weights, biases, activation, activation_param, output_activation, output_activation_param):
+    spec = _spec(x, weights, activation, activation_param, output_activation, output_activation_param)
+    y = x.new_empty((x.shape[0], spec.widths[-1]))
+    with torch.cuda.device(x.device):
+        code, stream = _cuda_call(x)
+        ws = _workspace(x, spec, backward=False)
+        _C.mlp_forward_cuda(code, spec.widths, *spec.codes(), x.shape[0], _ptr(x), [_ptr(w) for w in weights],
+                            [_ptr(b) for b in biases], _ptr(y), [], _ptr(ws), ws.numel(), stream)
     return y
 
 
@@ -75,11 +128,25 @@ def mlp_forward_train(x: Tensor, weights: list[Tensor], biases: list[Tensor], ac
     return y, saved
 
 
+@mlp_forward_train.register_kernel("cuda")
+def _(x, weights, biases, activation, activation_param, output_activation, output_activation_param):
+    spec = _spec(x, weights, activation, activation_param, output_activation, output_activation_param)
+    y = x.new_empty((x.shape[0], spec.widths[-1]))
+    saved = [x.new_empty((n,)) for n in _cuda_saved_numels(spec, x.shape[0])]
+    with torch.cuda.device(x.device):
+        code, stream = _cuda_call(x)
+        ws = _workspace(x, spec, backward=False)
+        _C.mlp_forward_cuda(code, spec.widths, *spec.codes(), x.shape[0], _ptr(x), [_ptr(w) for w in weights],
+                            [_ptr(b) for b in biases], _ptr(y), [_ptr(s) for s in saved], _ptr(ws), ws.numel(),
+                            stream)
+    return y, saved
+
+
 @mlp_forward_train.register_fake
 def _(x, weights, biases, activation, activation_param, output_activation, output_activation_param):
     spec = MLPSpec([x.shape[1]] + [w.shape[0] for w in weights], activation, output_activation, activation_param,
                    output_activation_param)
-    return x.new_empty((x.shape[0], spec.widths[-1])), [x.new_empty((n,)) for n in spec.saved_numels(x.shape[0])]
+    return x.new_empty((x.shape[0], spec.widths[-1])), [x.new_empty((n,)) for n in _saved_numels(spec, x)]
 
 
 @torch.library.custom_op("perceptrons::mlp_backward", mutates_args=(), device_types="cpu")
@@ -95,6 +162,23 @@ def mlp_backward(dy: Tensor, x: Tensor, y: Tensor, saved: list[Tensor], weights:
     _C.mlp_backward_cpu(_DTYPE_CODES[x.dtype], spec.widths, *spec.codes(), x.shape[0], _ptr(x), _ptr(y),
                         [_ptr(s) for s in saved], _ptr(dy), [_ptr(w) for w in weights], _ptr(dx), [_ptr(w) for w in dws],
                         [_ptr(b) for b in dbs])
+    return dx, dws, dbs
+
+
+@mlp_backward.register_kernel("cuda")
+def _(dy, x, y, saved, weights, biases, activation, activation_param, output_activation, output_activation_param,
+      need_dx):
+    spec = _spec(x, weights, activation, activation_param, output_activation, output_activation_param)
+    dy = dy.contiguous()
+    dx = torch.empty_like(x) if need_dx else x.new_empty((0,))
+    dws = [torch.empty_like(w) for w in weights]
+    dbs = [torch.empty_like(b) for b in biases]
+    with torch.cuda.device(x.device):
+        code, stream = _cuda_call(x)
+        ws = _workspace(x, spec, backward=True)
+        _C.mlp_backward_cuda(code, spec.widths, *spec.codes(), x.shape[0], _ptr(x), [_ptr(s) for s in saved],
+                             _ptr(dy), [_ptr(w) for w in weights], [_ptr(b) for b in biases], _ptr(dx),
+                             [_ptr(w) for w in dws], [_ptr(b) for b in dbs], _ptr(ws), ws.numel(), stream)
     return dx, dws, dbs
 
 
@@ -240,11 +324,16 @@ def _check_inputs(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Optiona
         raise ValueError("weights: expected at least one weight matrix, got none")
     if len(biases) != len(weights):
         raise ValueError(f"biases: expected {len(weights)} entries (None for no bias), got {len(biases)}")
-    if x.dtype not in _DTYPE_CODES:
-        raise TypeError(f"x: expected dtype torch.float32 or torch.float64 (the CPU kernels' dtypes), got {x.dtype}")
-    if x.device.type not in ("cpu", "meta"):
-        raise RuntimeError(f"x: is on {x.device}, but this build of perceptrons has no kernel for that device "
-                           f"(CUDA kernels: {_C.build_info()['cuda']}); tensors are never copied between devices")
+    if x.device.type not in ("cpu", "meta", "cuda"):
+        raise RuntimeError(f"x: is on {x.device}, but perceptrons has kernels for cpu and cuda only; "
+                           "tensors are never copied between devices")
+    if x.device.type == "cuda":
+        if x.dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"x: expected a floating dtype on CUDA (float16 and bfloat16 run the fused kernels; "
+                            f"float32 and float64 run as torch ops), got {x.dtype}")
+    elif x.dtype not in _DTYPE_CODES:
+        raise TypeError(f"x: expected dtype torch.float32 or torch.float64 (the CPU kernels' dtypes), got {x.dtype}"
+                        + ("; float16/bfloat16 run on CUDA devices only" if x.dtype in _CUDA_DTYPE_CODES else ""))
     if x.dim() < 1:
         raise ValueError("x: expected at least 1 dimension (..., in_features), got a 0-d tensor")
     fan_in = x.shape[-1]
@@ -296,7 +385,9 @@ def fused_mlp(x: Tensor, weights: Sequence[Tensor], biases: Optional[Sequence[Op
     weights = [w if w.is_contiguous() else w.contiguous() for w in weights]
     bs = [x2.new_empty((0,)) if b is None else (b if b.is_contiguous() else b.contiguous()) for b in biases]
     needs_grad = torch.is_grad_enabled() and (x2.requires_grad or any(t.requires_grad for t in weights + bs))
-    if needs_grad:
+    if x2.device.type == "cuda" and cuda_path(x2, weights) != "fused":
+        y = composite_forward(x2, weights, bs, act, p, out_act, out_p)
+    elif needs_grad:
         y = FusedMLPFunction.apply(x2, act, p, out_act, out_p, len(weights), *weights, *bs)[0]
     else:
         y = mlp_forward(x2, weights, bs, act, p, out_act, out_p)

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: build for its architecture, run the CUDA tests, run the benchmark.
+# Usage (repo root, on the GPU machine): OUT=dir bash bench/run_gpu.sh [test|bench|all] [pytest -k expr]
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+what=${1:-all}
+OUT=${OUT:-bench/results/h100}
+mkdir -p "$OUT"
+log="$OUT/gpu_${what}.log"
+{
+  date -u
+  nvidia-smi
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+  nvcc --version | tail -2
+  arch=$(python3 -c "import torch; c = torch.cuda.get_device_capability(); print(f'{c[0]}{c[1]}')")
+  t0=$(date +%s)
+  PERCEPTRONS_CUDA=ON PERCEPTRONS_CUDA_ARCHS="$arch" \
+    python3 -m pip install --no-build-isolation --no-deps -q . || exit 1
+  echo "build: $(( $(date +%s) - t0 )) s (sm_$arch)"
+  cd /tmp && python3 -m perceptrons info && cd - > /dev/null
+  if [ "$what" = test ] || [ "$what" = all ]; then
+    python3 -m pytest -q -rs tests/mlp/test_fused_mlp_cuda.py ${2:+-k "$2"} -x -p no:cacheprovider 2>&1 | tail -40
+  fi
+  if [ "$what" = bench ] || [ "$what" = all ]; then
+    python3 bench/mlp_cuda.py ${BENCH_ARGS:-} --out "$OUT"
+  fi
+} 2>&1 | tee "$log"

@@ -1,0 +1,179 @@
+// Fused MLP forward on tensor cores: inference (only y touches global memory) and the training
+// forward (also each hidden layer's saved fragments). A persistent grid; each warp walks tiles of
+// 16 * MT rows and carries them through every layer in registers. Weight fragments come from the
+// repacked buffer through the read-only cache: every warp of every block reads the same few KB.
+#include <algorithm>
+
+#include "mlp/mlp_cuda_io.cuh"
+#include "mlp/mlp_cuda_kernels.cuh"
+
+namespace perceptrons {
+namespace mlp {
+namespace cuda {
+namespace {
+
+using cuda_layout::kFwdWarps;
+
+// Hidden layer epilogue: activation, optional save, and C -> A conversion for the next layer.
+template <typename T, int W, int MT, bool TRAIN>
+__device__ __forceinline__ void finish_hidden(float (&acc)[MT][W / 8][4], uint32_t (&a)[MT][W / 16][4],
+                                              const FwdParams& p, int l, int64_t tile, int lane) {
+  constexpr int KT = W / 16;
+  const bool save_z = TRAIN && activation_needs_preactivation(p.act);
+#pragma unroll
+  for (int m = 0; m < MT; ++m) {
+    const int64_t tt = tile * MT + m;  // 16-row tile index
+    const bool store = TRAIN && tt * 16 < p.batch;
+    if (save_z) {
+#pragma unroll
+      for (int kk = 0; kk < KT; ++kk) c_to_a<T>(a[m][kk], acc[m][2 * kk], acc[m][2 * kk + 1]);
+      if (store) {
+#pragma unroll
+        for (int kk = 0; kk < KT; ++kk)
+          p.saved[l][(tt * KT + kk) * 32 + lane] = make_uint4(a[m][kk][0], a[m][kk][1], a[m][kk][2], a[m][kk][3]);
+      }
+    }
+    activate<(W / 8) * 4>(&acc[m][0][0], p.act, p.act_p);
+#pragma unroll
+    for (int kk = 0; kk < KT; ++kk) c_to_a<T>(a[m][kk], acc[m][2 * kk], acc[m][2 * kk + 1]);
+    if (TRAIN && !save_z && store) {
+#pragma unroll
+      for (int kk = 0; kk < KT; ++kk)
+        p.saved[l][(tt * KT + kk) * 32 + lane] = make_uint4(a[m][kk][0], a[m][kk][1], a[m][kk][2], a[m][kk][3]);
+    }
+  }
+}
+
+template <typename T, int W, int MT, bool TRAIN>
+__global__ void __launch_bounds__(kFwdWarps * 32) mlp_forward_kernel(const __grid_constant__ FwdParams p) {
+  constexpr int NT = W / 8, KT = W / 16, NP = W / 16;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int64_t n_tiles = cuda_layout::ceil_div(p.batch, 16 * MT);
+  const int in_kt = (p.in + 15) / 16, out_np = (p.out + 15) / 16;
+  const int last = p.n_layers - 1;
+
+  for (int64_t tile = int64_t(blockIdx.x) * kFwdWarps + warp; tile < n_tiles;
+       tile += int64_t(gridDim.x) * kFwdWarps) {
+    const int64_t row0 = tile * 16 * MT;
+    float acc[MT][NT][4];
+    uint32_t a[MT][KT][4];
+
+    // Layer 0: any input width, streamed k-tile by k-tile from x.
+#pragma unroll
+    for (int m = 0; m < MT; ++m)
+#pragma unroll
+      for (int j = 0; j < NT; ++j) bias_c(acc[m][j], p.bias[0], j * 8, t);
+    for (int kk = 0; kk < in_kt; ++kk) {
+      uint32_t xa[MT][4];
+#pragma unroll
+      for (int m = 0; m < MT; ++m) load_a(xa[m], p.x, p.batch, p.in, row0 + 16 * m, kk * 16, g, t, p.x_pairs);
+      const uint4* wf = p.wfrag[0] + int64_t(kk) * NP * 32 + lane;
+#pragma unroll
+      for (int jp = 0; jp < NP; ++jp) {
+        const uint4 b = __ldg(wf + jp * 32);
+#pragma unroll
+        for (int m = 0; m < MT; ++m) {
+          mma_16816<T>(acc[m][2 * jp], xa[m], b.x, b.y);
+          mma_16816<T>(acc[m][2 * jp + 1], xa[m], b.z, b.w);
+        }
+      }
+    }
+    finish_hidden<T, W, MT, TRAIN>(acc, a, p, 0, tile, lane);
+
+    // Hidden layers W -> W.
+    for (int l = 1; l < last; ++l) {
+#pragma unroll
+      for (int m = 0; m < MT; ++m)
+#pragma unroll
+        for (int j = 0; j < NT; ++j) bias_c(acc[m][j], p.bias[l], j * 8, t);
+      const uint4* wf = p.wfrag[l] + lane;
+#pragma unroll
+      for (int kk = 0; kk < KT; ++kk) {
+#pragma unroll
+        for (int jp = 0; jp < NP; ++jp) {
+          const uint4 b = __ldg(wf + (kk * NP + jp) * 32);
+#pragma unroll
+          for (int m = 0; m < MT; ++m) {
+            mma_16816<T>(acc[m][2 * jp], a[m][kk], b.x, b.y);
+            mma_16816<T>(acc[m][2 * jp + 1], a[m][kk], b.z, b.w);
+          }
+        }
+      }
+      finish_hidden<T, W, MT, TRAIN>(acc, a, p, l, tile, lane);
+    }
+
+    // Output layer: any output width, 16 columns at a time, written straight to y.
+    for (int jp = 0; jp < out_np; ++jp) {
+      float o[MT][2][4];
+#pragma unroll
+      for (int m = 0; m < MT; ++m) {
+        bias_c(o[m][0], p.bias[last], jp * 16, t);
+        bias_c(o[m][1], p.bias[last], jp * 16 + 8, t);
+      }
+      const uint4* wf = p.wfrag[last] + int64_t(jp) * 32 + lane;
+#pragma unroll
+      for (int kk = 0; kk < KT; ++kk) {
+        const uint4 b = __ldg(wf + int64_t(kk) * out_np * 32);
+#pragma unroll
+        for (int m = 0; m < MT; ++m) {
+          mma_16816<T>(o[m][0], a[m][kk], b.x, b.y);
+          mma_16816<T>(o[m][1], a[m][kk], b.z, b.w);
+        }
+      }
+      activate<MT * 8>(&o[0][0][0], p.out_act, p.out_p);
+#pragma unroll
+      for (int m = 0; m < MT; ++m) {
+        store_c<T>(p.y, p.batch, p.out, row0 + 16 * m, jp * 16, o[m][0], g, t, p.y_pairs);
+        store_c<T>(p.y, p.batch, p.out, row0 + 16 * m, jp * 16 + 8, o[m][1], g, t, p.y_pairs);
+      }
+    }
+  }
+}
+
+// Rows per warp tile: two m-tiles share each weight fragment load up to width 64; at 128 the
+// accumulators of one m-tile already take 64 registers.
+template <int W>
+constexpr int rows_tiles() { return W <= 64 ? 2 : 1; }
+
+template <typename T, int W, bool TRAIN>
+cudaError_t launch(const FwdParams& p, int sm_count, cudaStream_t stream) {
+  constexpr int MT = rows_tiles<W>();
+  auto kernel = mlp_forward_kernel<T, W, MT, TRAIN>;
+  static int per_sm = 0;  // per instantiation; the occupancy of a kernel does not change at run time
+  if (per_sm == 0) {
+    cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kFwdWarps * 32, 0);
+    if (e != cudaSuccess) return e;
+    per_sm = std::max(per_sm, 1);
+  }
+  const int64_t tiles = cuda_layout::ceil_div(p.batch, 16 * MT);
+  const int64_t blocks = std::min<int64_t>(cuda_layout::ceil_div(tiles, kFwdWarps), int64_t(sm_count) * per_sm);
+  kernel<<<unsigned(blocks), kFwdWarps * 32, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+template <typename T, bool TRAIN>
+cudaError_t launch_width(int width, const FwdParams& p, int sm_count, cudaStream_t stream) {
+  switch (width) {
+    case 16: return launch<T, 16, TRAIN>(p, sm_count, stream);
+    case 32: return launch<T, 32, TRAIN>(p, sm_count, stream);
+    case 64: return launch<T, 64, TRAIN>(p, sm_count, stream);
+    case 128: return launch<T, 128, TRAIN>(p, sm_count, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace
+
+cudaError_t launch_forward(DType dtype, int width, bool training, const FwdParams& p, int sm_count,
+                           cudaStream_t stream) {
+  if (dtype == DType::Float16)
+    return training ? launch_width<__half, true>(width, p, sm_count, stream)
+                    : launch_width<__half, false>(width, p, sm_count, stream);
+  return training ? launch_width<__nv_bfloat16, true>(width, p, sm_count, stream)
+                  : launch_width<__nv_bfloat16, false>(width, p, sm_count, stream);
+}
+
+}  // namespace cuda
+}  // namespace mlp
+}  // namespace perceptrons

@@ -1,0 +1,97 @@
+// Parameter blocks and launchers of the CUDA MLP kernels (one translation unit per kernel family,
+// so nvcc builds them in parallel). Parameters travel by value (__grid_constant__): nothing is
+// copied host-to-device, so every launch can be captured into a CUDA graph.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "mlp/mlp.h"
+#include "mlp/mlp_cuda_layout.h"
+
+namespace perceptrons {
+namespace mlp {
+namespace cuda {
+
+// ---- weight repacking (mlp_cuda_pack.cu) ------------------------------------------------------
+struct PackJob {              // B(k, n) = src[k * sk + n * sn], k < K, n < N; zero outside
+  const void* src;
+  int K, N;
+  int64_t sk, sn;
+  uint4* dst;                 // frag_words(K, N) words (mlp_cuda_layout.h)
+};
+struct BiasJob {
+  const void* src;            // null: a layer without bias (zeros)
+  int n, n_pad;
+  float* dst;
+};
+struct PackParams {
+  int n_jobs = 0, n_bias = 0;
+  PackJob job[2 * kMaxLayers];
+  BiasJob bias[kMaxLayers];
+};
+cudaError_t launch_pack(DType dtype, const PackParams& p, cudaStream_t stream);
+
+// ---- forward (mlp_cuda_forward.cu) -------------------------------------------------------------
+struct FwdParams {
+  int n_layers, in, out;
+  int64_t batch;
+  const void* x;
+  void* y;
+  bool x_pairs, y_pairs;      // rows may be read/written as aligned 32-bit pairs
+  Activation act, out_act;
+  float act_p, out_p;
+  const uint4* wfrag[kMaxLayers];
+  const float* bias[kMaxLayers];
+  uint4* saved[kMaxLayers];   // training: hidden layers; null: inference
+};
+cudaError_t launch_forward(DType dtype, int width, bool training, const FwdParams& p, int sm_count,
+                           cudaStream_t stream);
+
+// ---- backward (mlp_cuda_backward.cu) -----------------------------------------------------------
+struct BwdParams {
+  int n_layers, in, out;
+  int64_t batch;
+  const void* x;
+  const void* dy;
+  void* dx;                   // null: not wanted
+  bool x_pairs, dy_pairs, dx_pairs;
+  Activation act, out_act;
+  float act_p, out_p;
+  const uint4* saved[kMaxLayers];
+  const uint4* wfrag_last;    // forward fragments of the output layer (recomputes its z)
+  const float* bias_last;
+  const uint4* wbfrag[kMaxLayers];
+  float* partials;            // one slab of acc_total floats per block
+  int64_t acc_total;
+  int64_t acc_off[kMaxLayers];
+  int acc_mt[kMaxLayers], acc_nt[kMaxLayers];
+  bool acc_in_smem;           // accumulate in shared memory and flush once, or in the slab directly
+  int sg_ld, sh_ld;           // staging row strides (elements)
+};
+struct BwdLaunch {
+  int grid = 0;
+  size_t smem = 0;
+  bool acc_in_smem = false;
+  int sg_ld = 0, sh_ld = 0;
+};
+// Grid and shared memory of the backward for this configuration on the current device.
+cudaError_t plan_backward(const MlpConfig& c, const cuda_layout::Layout& lay_no_grid, int64_t batch,
+                          BwdLaunch* out);
+cudaError_t launch_backward(DType dtype, int width, const BwdParams& p, const BwdLaunch& plan,
+                            cudaStream_t stream);
+
+struct ReduceParams {
+  int n_layers, n_slabs;
+  int64_t acc_total;
+  const float* partials;
+  int64_t acc_off[kMaxLayers];
+  int acc_nt[kMaxLayers], in[kMaxLayers], out[kMaxLayers];
+  void* dw[kMaxLayers];
+  void* db[kMaxLayers];
+};
+cudaError_t launch_reduce(DType dtype, const ReduceParams& p, int sm_count, cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace mlp
+}  // namespace perceptrons

@@ -1,0 +1,129 @@
+// Sizes and offsets of the CUDA MLP backend, in plain C++ so the host code, the bindings (built
+// without nvcc) and the kernels agree on one definition.
+//
+// Tiles. A warp owns 16-row tiles (the M of mma.m16n8k16). Hidden activations never leave its
+// registers: the accumulator fragment of one layer is, pair by pair, the A fragment of the next.
+// The forward block is kFwdWarps warps, each walking its own tiles; the backward block is
+// kBwdWarps warps sharing one chunk of kBwdWarps * 16 rows, so the block can reduce the chunk's
+// weight gradients with tensor cores (csrc/mlp/mlp_cuda_backward.cu).
+//
+// Weights in "fragment order". Layer l's matrix is repacked once per call so that lane i of a warp
+// finds the B fragments of two neighbouring n8 tiles as one 16-byte word: word
+// ((kk * n_pairs + jp) * 32 + lane) holds {b0, b1} of n-tile 2jp and of 2jp+1 for k-tile kk. A warp
+// reads 512 contiguous bytes per k-tile and n-tile pair: one coalesced load, no shared-memory staging.
+// The forward packs B(k, n) = W[n][k] (K = in, N = out); the backward also packs B(k, n) = W[k][n]
+// (K = out, N = in) for g * W.
+//
+// Saved activations ("training forward") use the same fragment order: for each hidden layer, tile
+// tt's k-tile kk is the 16-byte word ((tt * (W / 16) + kk) * 32 + lane) (of W 16-bit elements per
+// row), i.e. exactly the registers the warp holds. Rows are padded to 16; padded rows hold finite
+// values computed from zero inputs and are masked out by the backward.
+//
+// Weight-gradient accumulators: for layer l, an (out_pad x in_aug) float matrix in C-fragment order
+// (tile (mt, nt) of 16 x 8 floats at ((mt * nt_n + nt) * 32 + lane) * 4), in_aug = round_up(in + 1,
+// 8): the extra column is the bias gradient (the chunk's inputs get a column of ones).
+#pragma once
+#include <cstdint>
+
+#include "common/hd.h"
+#include "mlp/mlp.h"
+
+namespace perceptrons {
+namespace mlp {
+namespace cuda_layout {
+
+constexpr int kTileRows = 16;
+constexpr int kFwdWarps = 4;
+constexpr int kBwdWarps = 8;
+constexpr int kBwdChunkRows = kBwdWarps * kTileRows;
+constexpr int64_t kAlign = 256;  // workspace sections start on this many bytes
+// Input and output widths the backward stages per chunk in shared memory (2 x 128 rows).
+constexpr int kMaxIoWidth = 256;
+
+PCT_HD int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+PCT_HD int64_t ceil_div(int64_t v, int64_t m) { return (v + m - 1) / m; }
+inline bool hidden_width_ok(int w) { return w == 16 || w == 32 || w == 64 || w == 128; }
+
+// Ok when the tensor-core kernels take this configuration; else why not (the Python layer then
+// uses torch ops and says so in its docs).
+inline Status cuda_supported(const MlpConfig& c) {
+  if (c.dtype != DType::Float16 && c.dtype != DType::BFloat16) return Status::BadDtype;
+  if (c.n_layers < 2) return Status::Unsupported;
+  if (c.n_layers > kMaxLayers) return Status::TooManyLayers;
+  const int w = c.widths[1];
+  for (int l = 1; l < c.n_layers; ++l)
+    if (c.widths[l] != w) return Status::Unsupported;
+  if (!hidden_width_ok(w)) return Status::UnsupportedWidth;
+  if (c.widths[0] < 1 || c.widths[c.n_layers] < 1) return Status::BadShape;
+  if (c.widths[0] > kMaxIoWidth || c.widths[c.n_layers] > kMaxIoWidth) return Status::UnsupportedWidth;
+  if (!activation_valid(int(c.activation)) || !activation_valid(int(c.output_activation)))
+    return Status::BadActivation;
+  return Status::Ok;
+}
+
+// Hidden layers save their output (or pre-activation for silu/sine) in fragment order; the output
+// layer saves nothing (the backward recomputes its pre-activation when the output activation needs it).
+inline int64_t cuda_saved_layer_numel(const MlpConfig& c, int64_t batch, int l) {
+  return l < c.n_layers - 1 ? round_up(batch, kTileRows) * c.widths[l + 1] : 0;
+}
+
+struct Layout {
+  int n_layers = 0;
+  // In 16-byte words from the workspace start.
+  int64_t fwd_frag[kMaxLayers] = {};
+  int64_t bwd_frag[kMaxLayers] = {};
+  // In floats from the workspace start.
+  int64_t bias[kMaxLayers] = {};
+  int64_t acc[kMaxLayers] = {};   // offset inside one block's accumulator slab
+  int acc_mt[kMaxLayers] = {};    // 16-row tiles (out_pad / 16)
+  int acc_nt[kMaxLayers] = {};    // 8-column tiles (in_aug / 8)
+  int64_t acc_total = 0;          // floats per block slab
+  int64_t partials = 0;           // float offset of slab 0
+  int64_t bytes = 0;
+};
+
+inline int64_t frag_words(int k, int n) { return ceil_div(k, 16) * ceil_div(n, 16) * 32; }
+
+// grid_blocks: the backward grid (one accumulator slab per block); 0 for the forward.
+inline Layout make_layout(const MlpConfig& c, bool backward, int64_t grid_blocks) {
+  Layout s;
+  s.n_layers = c.n_layers;
+  int64_t words = 0;
+  for (int l = 0; l < c.n_layers; ++l) {
+    s.fwd_frag[l] = words;
+    words += frag_words(c.widths[l], c.widths[l + 1]);
+  }
+  if (backward) {
+    for (int l = 0; l < c.n_layers; ++l) {
+      s.bwd_frag[l] = words;
+      words += frag_words(c.widths[l + 1], c.widths[l]);
+    }
+  }
+  int64_t floats = round_up(words * 16, kAlign) / 4;
+  for (int l = 0; l < c.n_layers; ++l) {
+    s.bias[l] = floats;
+    floats += round_up(c.widths[l + 1], 16);
+  }
+  floats = round_up(floats * 4, kAlign) / 4;
+  if (backward) {
+    for (int l = 0; l < c.n_layers; ++l) {
+      s.acc_mt[l] = int(ceil_div(c.widths[l + 1], 16));
+      s.acc_nt[l] = int(ceil_div(c.widths[l] + 1, 8));
+      s.acc[l] = s.acc_total;
+      s.acc_total += int64_t(s.acc_mt[l]) * s.acc_nt[l] * 128;
+    }
+    s.partials = floats;
+    floats += grid_blocks * s.acc_total;
+  }
+  s.bytes = round_up(floats * 4, kAlign);
+  return s;
+}
+
+// Shared-memory row strides (16-bit elements) of the backward's staging buffers: columns padded so
+// that a warp's 4-n-tile (or 2-m-tile) unit never reads past a row, then skewed by 8 so that the
+// stride is an odd number of 16-byte units (the 8 rows of an ldmatrix land in distinct bank groups).
+inline int staging_stride(int cols) { return int(round_up(cols, 32)) + 8; }
+
+}  // namespace cuda_layout
+}  // namespace mlp
+}  // namespace perceptrons

@@ -1,0 +1,273 @@
+"""The CUDA fused MLP (tensor cores, float16/bfloat16) against the float64 numpy reference and the
+CPU kernel, plus streams, CUDA graphs, torch.compile, opcheck, higher derivatives and bad inputs.
+
+Runs where a CUDA device is present and the build has CUDA kernels; skipped elsewhere (CI has no GPU;
+the GPU machine runs this file, see bench/results/h100/).
+
+Tolerances come from the storage dtype: every layer rounds its output (and the backward its
+gradient) to 16 bits once, so the error relative to the float64 reference grows like eps per layer.
+A wrong index, a missed term or a wrong derivative gives errors of order 1 instead.
+"""
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from perceptrons import _C
+from perceptrons.activations import NAMES
+from perceptrons.kernels import MLPSpec
+from perceptrons.nn import FusedMLP
+from perceptrons.ops import fused_mlp
+from perceptrons.ops import mlp as mlp_ops
+
+from .helpers import make_net, reference
+
+HAVE_CUDA = torch.cuda.is_available() and _C.build_info()["cuda"]
+pytestmark = pytest.mark.skipif(not HAVE_CUDA, reason="needs a CUDA device and a build with the CUDA kernels")
+
+DTYPES = [torch.float16, torch.bfloat16]
+EPS = {torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}
+WIDTHS = [16, 32, 64, 128]
+
+
+def tol(dtype, n_layers, factor=8.0):
+    return factor * EPS[dtype] * n_layers
+
+
+def rel_err(got, want):
+    got = np.asarray(got, dtype=np.float64)
+    want = np.asarray(want, dtype=np.float64)
+    assert got.shape == want.shape, f"shape {got.shape} != {want.shape}"
+    assert np.all(np.isfinite(got)), "non-finite values in the result"
+    if want.size == 0:
+        return 0.0
+    return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
+
+
+def cuda_net(widths, dtype, seed, activation, bias=True):
+    """Random network on the GPU in `dtype`, plus the same (rounded) values in float64 numpy."""
+    rng = np.random.default_rng(seed)
+    ws, bs = make_net(widths, np.float64, rng, activation, bias)
+    tw = [torch.from_numpy(w).to("cuda", dtype) for w in ws]
+    tb = [None if b is None else torch.from_numpy(b).to("cuda", dtype) for b in bs]
+    ws64 = [w.double().cpu().numpy() for w in tw]
+    bs64 = [None if b is None else b.double().cpu().numpy() for b in tb]
+    return tw, tb, ws64, bs64
+
+
+def run_and_compare(widths, dtype, activation, output_activation, batch, seed, bias=True, factor=8.0):
+    tw, tb, ws64, bs64 = cuda_net(widths, dtype, seed, activation, bias)
+    for w in tw + [b for b in tb if b is not None]:
+        w.requires_grad_(True)
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(batch, widths[0], generator=g, dtype=torch.float64) * 2 - 1).to("cuda", dtype).requires_grad_(True)
+    dy = (torch.rand(batch, widths[-1], generator=g, dtype=torch.float64) * 2 - 1).to("cuda", dtype)
+    assert mlp_ops.cuda_path(x, tw) == "fused"
+    y = fused_mlp(x, tw, tb, activation, output_activation)
+    params = [x] + tw + [b for b in tb if b is not None]
+    grads = torch.autograd.grad(y, params, dy)
+    spec = MLPSpec(widths, activation, output_activation)
+    want_y, want_dx, want_dws, want_dbs = reference(spec, x.detach().double().cpu().numpy(), ws64, bs64,
+                                                   dy.double().cpu().numpy())
+    n = len(widths) - 1
+    t = tol(dtype, n, factor)
+    where = f"widths={widths} {dtype} act={activation} out={output_activation} batch={batch}"
+    assert rel_err(y.detach().double().cpu(), want_y) <= t, f"y: {where}"
+    assert rel_err(grads[0].double().cpu(), want_dx) <= 2 * t, f"dx: {where}"
+    for l in range(n):
+        assert rel_err(grads[1 + l].double().cpu(), want_dws[l]) <= 2 * t, f"dW[{l}]: {where}"
+    if bias:
+        for l in range(n):
+            assert rel_err(grads[1 + n + l].double().cpu(), want_dbs[l]) <= 2 * t, f"db[{l}]: {where}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("hidden_layers", [1, 2, 4])
+@pytest.mark.parametrize("activation", NAMES)
+def test_forward_and_every_gradient_match_the_reference(dtype, width, hidden_layers, activation):
+    seed = zlib.crc32(f"{dtype}-{width}-{hidden_layers}-{activation}".encode())
+    for batch in (0, 1, 7):
+        run_and_compare([3] + [width] * hidden_layers + [4], dtype, activation, "none", batch, seed)
+    for io in [(3, 4), (width, width), (33, 17)]:
+        run_and_compare([io[0]] + [width] * hidden_layers + [io[1]], dtype, activation, "none", 1000, seed)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("activation", ["relu", "silu", "sine"])
+def test_large_odd_batch(dtype, width, activation):
+    run_and_compare([width] * 4, dtype, activation, "none", 2 ** 16 + 3, seed=width)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("output_activation", NAMES)
+def test_output_activations(dtype, output_activation):
+    run_and_compare([5, 64, 64, 6], dtype, "relu", output_activation, 777, seed=3)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_without_biases(dtype):
+    run_and_compare([16, 64, 64, 64, 16], dtype, "relu", "none", 1000, seed=4, bias=False)
+
+
+def test_wide_io_widths_up_to_the_limit():
+    limit = _C.MLP_CUDA_MAX_IO_WIDTH
+    run_and_compare([limit, 32, 32, limit], torch.float16, "tanh", "sigmoid", 500, seed=5)
+
+
+def test_matches_the_cpu_kernel():
+    torch.manual_seed(0)
+    cpu = FusedMLP(32, 8, hidden_features=64, hidden_layers=3, activation="silu")
+    gpu = FusedMLP(32, 8, hidden_features=64, hidden_layers=3, activation="silu").to("cuda", torch.float16)
+    gpu.load_state_dict({k: v.to(torch.float16) for k, v in cpu.state_dict().items()})
+    cpu.load_state_dict({k: v.to(torch.float16).float() for k, v in cpu.state_dict().items()})  # same rounded values
+    x = torch.rand(4099, 32) * 2 - 1
+    y_cpu = cpu(x.half().float())
+    y_gpu = gpu(x.to("cuda", torch.float16))
+    assert rel_err(y_gpu.double().cpu(), y_cpu.detach().double()) <= tol(torch.float16, 4)
+
+
+def test_gradients_are_deterministic():
+    tw, tb, _, _ = cuda_net([64, 64, 64, 64], torch.float16, 7, "relu")
+    for w in tw + tb:
+        w.requires_grad_(True)
+    x = torch.rand(100_003, 64, device="cuda", dtype=torch.float16)
+    dy = torch.rand(100_003, 64, device="cuda", dtype=torch.float16)
+    first = torch.autograd.grad(fused_mlp(x, tw, tb), tw + tb, dy)
+    second = torch.autograd.grad(fused_mlp(x, tw, tb), tw + tb, dy)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+def module_and_input(dtype=torch.float16, batch=3000):
+    torch.manual_seed(1)
+    model = FusedMLP(32, 16, hidden_features=64, hidden_layers=3, activation="relu").to("cuda", dtype)
+    x = torch.rand(batch, 32, device="cuda", dtype=dtype)
+    return model, x
+
+
+def test_non_default_stream():
+    model, x = module_and_input()
+    want = model(x)
+    want_grads = torch.autograd.grad(want.float().square().sum(), list(model.parameters()))
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        got = model(x)
+        got_grads = torch.autograd.grad(got.float().square().sum(), list(model.parameters()))
+    torch.cuda.current_stream().wait_stream(stream)
+    assert torch.equal(got, want)
+    for a, b in zip(got_grads, want_grads):
+        assert torch.equal(a, b)
+
+
+def test_cuda_graph_capture_inference_and_training_step():
+    model, x = module_and_input()
+    params = list(model.parameters())
+    static_x = x.clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):  # warm-up outside the capture
+            with torch.no_grad():
+                model(static_x)
+            loss = model(static_x).float().square().mean()
+            torch.autograd.grad(loss, params)
+    torch.cuda.current_stream().wait_stream(side)
+
+    infer = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(infer):
+        with torch.no_grad():
+            static_y = model(static_x)
+    train = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(train):
+        static_loss = model(static_x).float().square().mean()
+        static_grads = torch.autograd.grad(static_loss, params)
+
+    new_x = torch.rand_like(x)
+    static_x.copy_(new_x)
+    infer.replay()
+    train.replay()
+    torch.cuda.synchronize()
+    with torch.no_grad():
+        assert torch.equal(static_y, model(new_x))
+    want = torch.autograd.grad(model(new_x).float().square().mean(), params)
+    for a, b in zip(static_grads, want):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("mode", [None, "reduce-overhead"])
+def test_torch_compile(mode):
+    model, x = module_and_input()
+    compiled = torch.compile(model, mode=mode, fullgraph=True)
+    with torch.no_grad():
+        want = model(x)
+        for _ in range(3):  # reduce-overhead records its graph after warm-up calls
+            got = compiled(x)
+    assert torch.equal(got, want)
+    params = list(model.parameters())
+    want_grads = torch.autograd.grad(model(x).float().square().sum(), params)
+    for _ in range(3):
+        got_grads = torch.autograd.grad(compiled(x).float().square().sum(), params)
+    for a, b in zip(got_grads, want_grads):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_opcheck_on_cuda(dtype):
+    tw, tb, _, _ = cuda_net([5, 32, 32, 3], dtype, 2, "tanh")
+    x = torch.rand(37, 5, device="cuda", dtype=dtype)
+    args = ("tanh", 0.0, "sigmoid", 0.0)
+    torch.library.opcheck(mlp_ops.mlp_forward, (x, tw, tb, *args))
+    torch.library.opcheck(mlp_ops.mlp_forward_train, (x, tw, tb, *args))
+    y, saved = mlp_ops.mlp_forward_train(x, tw, tb, *args)
+    dy = torch.rand_like(y)
+    torch.library.opcheck(mlp_ops.mlp_backward, (dy, x, y, saved, tw, tb, *args, True))
+    torch.library.opcheck(mlp_ops.mlp_backward, (dy, x, y, saved, tw, tb, *args, False))
+
+
+def test_double_backward_and_torch_func_on_cuda():
+    torch.manual_seed(2)
+    model = FusedMLP(3, 1, hidden_features=32, hidden_layers=2, activation="silu").to("cuda", torch.float16)
+    x = torch.rand(500, 3, device="cuda", dtype=torch.float16, requires_grad=True)
+    (gx,) = torch.autograd.grad(model(x).sum(), x, create_graph=True)
+    penalty = (gx.float().norm(dim=1) - 1).square().mean()
+    grads = torch.autograd.grad(penalty, list(model.parameters()))
+    seq = model.to_sequential().double()
+    x64 = x.detach().double().requires_grad_(True)
+    (gx64,) = torch.autograd.grad(seq(x64).sum(), x64, create_graph=True)
+    want = torch.autograd.grad((gx64.norm(dim=1) - 1).square().mean(), list(seq.parameters()))
+    for a, b in zip(grads, want):
+        assert rel_err(a.double().cpu(), b.cpu()) <= tol(torch.float16, 3, 16)
+    fx = torch.func.grad(lambda inp: model(inp).float().sum())(x.detach())
+    assert rel_err(fx.double().cpu(), gx64.detach().cpu()) <= tol(torch.float16, 3, 16)
+
+
+def test_unsupported_configurations_run_as_torch_ops():
+    tw, tb, ws64, bs64 = cuda_net([8, 48, 48, 4], torch.float16, 9, "relu")  # width 48: no fused kernel
+    x = torch.rand(100, 8, device="cuda", dtype=torch.float16)
+    assert mlp_ops.cuda_path(x, tw).startswith("torch: ")
+    y = fused_mlp(x, tw, tb)
+    want = reference(MLPSpec([8, 48, 48, 4]), x.double().cpu().numpy(), ws64, bs64)
+    assert rel_err(y.double().cpu(), want) <= tol(torch.float16, 3)
+    model = FusedMLP(8, 4, hidden_features=32, hidden_layers=2).to("cuda")  # float32: torch ops
+    assert mlp_ops.cuda_path(x.float(), model.weights).startswith("torch: ")
+    assert model(x.float()).shape == (100, 4)
+
+
+def test_bad_inputs_on_cuda():
+    tw, tb, _, _ = cuda_net([8, 32, 32, 4], torch.float16, 0, "relu")
+    x = torch.rand(10, 8, device="cuda", dtype=torch.float16)
+    with pytest.raises(RuntimeError, match=r"weights\[0\].*cpu.*cuda"):
+        fused_mlp(x, [tw[0].cpu()] + tw[1:], tb)
+    with pytest.raises(RuntimeError, match=r"biases\[1\]"):
+        fused_mlp(x, tw, [tb[0], tb[1].cpu(), tb[2]])
+    with pytest.raises(TypeError, match=r"x: expected a floating dtype"):
+        fused_mlp(x.to(torch.int32), tw, tb)
+    with pytest.raises(TypeError, match=r"weights\[0\]: dtype"):
+        fused_mlp(x, [tw[0].float()] + tw[1:], tb)
+    with pytest.raises(TypeError, match=r"CUDA devices only"):
+        fused_mlp(x.cpu(), [w.cpu() for w in tw], [b.cpu() for b in tb])
