@@ -55,37 +55,32 @@ __device__ __forceinline__ void saved_to_input(uint32_t (&h)[KT][4], const uint3
 
 // Writes a warp's A fragments (16 rows, KT * 16 columns) into a row-major staging buffer; rows past
 // the batch become zeros.
+template <typename T>
+__device__ __forceinline__ void stage_frag(T* s, int ld, int srow, int col0, const uint32_t (&a)[4], int g, int t,
+                                           bool ok0, bool ok1) {
+  uint32_t* r0 = reinterpret_cast<uint32_t*>(s + (srow + g) * ld + col0 + 2 * t);
+  uint32_t* r1 = reinterpret_cast<uint32_t*>(s + (srow + g + 8) * ld + col0 + 2 * t);
+  r0[0] = ok0 ? a[0] : 0u;
+  r1[0] = ok1 ? a[1] : 0u;
+  r0[4] = ok0 ? a[2] : 0u;
+  r1[4] = ok1 ? a[3] : 0u;
+}
+
 template <typename T, int KT>
 __device__ __forceinline__ void stage_a(T* s, int ld, int srow, const uint32_t (&a)[KT][4], int g, int t, bool ok0,
                                         bool ok1) {
 #pragma unroll
-  for (int kk = 0; kk < KT; ++kk) {
-    uint32_t* r0 = reinterpret_cast<uint32_t*>(s + (srow + g) * ld + kk * 16 + 2 * t);
-    uint32_t* r1 = reinterpret_cast<uint32_t*>(s + (srow + g + 8) * ld + kk * 16 + 2 * t);
-    r0[0] = ok0 ? a[kk][0] : 0u;
-    r1[0] = ok1 ? a[kk][1] : 0u;
-    r0[4] = ok0 ? a[kk][2] : 0u;
-    r1[4] = ok1 ? a[kk][3] : 0u;
-  }
+  for (int kk = 0; kk < KT; ++kk) stage_frag<T>(s, ld, srow, kk * 16, a[kk], g, t, ok0, ok1);
 }
 
-// Columns [c_from, c_to) of the warp's 16 staging rows: the ones column (bias) at c_from, zeros after;
-// x's columns first when x is given (layer 0).
+// Columns [c_from, c_to) of the warp's 16 staging rows: the ones column (bias) at c_from, zeros after.
 template <typename T>
-__device__ __forceinline__ void stage_tail(T* s, int ld, int srow, const T* x, int in, int c_from, int c_to,
-                                           int64_t r0, int64_t batch, int lane) {
-  const int cols = c_to - (x ? 0 : c_from);
-  const int base = x ? 0 : c_from;
-  const int ones = x ? in : c_from;
+__device__ __forceinline__ void stage_tail(T* s, int ld, int srow, int c_from, int c_to, int64_t r0, int64_t batch,
+                                           int lane) {
+  const int cols = c_to - c_from;
   for (int e = lane; e < 16 * cols; e += 32) {
-    const int r = e / cols, c = base + e % cols;
-    const bool ok = r0 + r < batch;
-    T v = from_float<T>(0.f);
-    if (ok) {
-      if (x && c < in) v = x[(r0 + r) * in + c];
-      else if (c == ones) v = from_float<T>(1.f);
-    }
-    s[(srow + r) * ld + c] = v;
+    const int r = e / cols, c = c_from + e % cols;
+    s[(srow + r) * ld + c] = from_float<T>(c == c_from && r0 + r < batch ? 1.f : 0.f);
   }
 }
 
@@ -169,10 +164,19 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1) mlp_backward_kernel(const _
     float accg[NT][4];
 #pragma unroll
     for (int j = 0; j < NT; ++j) accg[j][0] = accg[j][1] = accg[j][2] = accg[j][3] = 0.f;
+    float dn[2][4];  // dy of the next 16 columns, loaded one step ahead
+    load_c<T>(dn[0], p.dy, p.batch, p.out, r0, 0, g, t, p.dy_pairs);
+    load_c<T>(dn[1], p.dy, p.batch, p.out, r0, 8, g, t, p.dy_pairs);
     for (int jp = 0; jp < out_np; ++jp) {
       float d[2][4];
-      load_c<T>(d[0], p.dy, p.batch, p.out, r0, jp * 16, g, t, p.dy_pairs);
-      load_c<T>(d[1], p.dy, p.batch, p.out, r0, jp * 16 + 8, g, t, p.dy_pairs);
+#pragma unroll
+      for (int h2 = 0; h2 < 2; ++h2)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) d[h2][e] = dn[h2][e];
+      if (jp + 1 < out_np) {
+        load_c<T>(dn[0], p.dy, p.batch, p.out, r0, jp * 16 + 16, g, t, p.dy_pairs);
+        load_c<T>(dn[1], p.dy, p.batch, p.out, r0, jp * 16 + 24, g, t, p.dy_pairs);
+      }
       if (p.out_act != Activation::None) {
         float z[2][4];
         bias_c(z[0], p.bias_last, jp * 16, t);
@@ -200,13 +204,15 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1) mlp_backward_kernel(const _
       }
     }
     stage_a<T, KT>(sH, p.sh_ld, srow, h, g, t, ok0, ok1);
-    stage_tail<T>(sH, p.sh_ld, srow, nullptr, 0, W, p.acc_nt[last] * 8, r0, p.batch, lane);
+    stage_tail<T>(sH, p.sh_ld, srow, W, p.acc_nt[last] * 8, r0, p.batch, lane);
     __syncthreads();
     reduce_chunk<T>(acc + p.acc_off[last], p.acc_mt[last], p.acc_nt[last], sG, p.sg_ld, sH, p.sh_ld, warp, lane);
     __syncthreads();
 
     // ---- Hidden layers, top down: layer l maps h_{l-1} (x for l = 0) to h_l, which saved s.
     for (int l = last - 1; l >= 0; --l) {
+      uint32_t s2[KT][4];  // the layer below's saved fragments, in flight while this layer computes
+      if (l >= 1) load_saved<KT>(s2, p.saved[l - 1], r0 / 16, lane, live);
       float sv[NT][4];
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
@@ -219,10 +225,6 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1) mlp_backward_kernel(const _
       for (int kk = 0; kk < KT; ++kk) c_to_a<T>(ga[kk], accg[2 * kk], accg[2 * kk + 1]);
       stage_a<T, KT>(sG, p.sg_ld, srow, ga, g, t, ok0, ok1);
       if (l >= 1) {
-        load_saved<KT>(s, p.saved[l - 1], r0 / 16, lane, live);
-        saved_to_input<T, KT>(h, s, p.act, p.act_p);
-        stage_a<T, KT>(sH, p.sh_ld, srow, h, g, t, ok0, ok1);
-        stage_tail<T>(sH, p.sh_ld, srow, nullptr, 0, W, p.acc_nt[l] * 8, r0, p.batch, lane);
         // g_l W_l: K = W (this layer's outputs), N = W.
 #pragma unroll
         for (int j = 0; j < NT; ++j) accg[j][0] = accg[j][1] = accg[j][2] = accg[j][3] = 0.f;
@@ -235,8 +237,26 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1) mlp_backward_kernel(const _
             mma_16816<T>(accg[2 * jn], ga[kk], b.x, b.y);
             mma_16816<T>(accg[2 * jn + 1], ga[kk], b.z, b.w);
           }
+#pragma unroll
+        for (int kk = 0; kk < KT; ++kk)
+#pragma unroll
+          for (int r = 0; r < 4; ++r) s[kk][r] = s2[kk][r];
+        saved_to_input<T, KT>(h, s, p.act, p.act_p);
+        stage_a<T, KT>(sH, p.sh_ld, srow, h, g, t, ok0, ok1);
+        stage_tail<T>(sH, p.sh_ld, srow, W, p.acc_nt[l] * 8, r0, p.batch, lane);
       } else {
-        stage_tail<T>(sH, p.sh_ld, srow, static_cast<const T*>(p.x), p.in, p.in, p.acc_nt[0] * 8, r0, p.batch, lane);
+        // x, kXGroup k-tiles of fragments in flight at a time, then the ones column.
+        constexpr int kXGroup = 4;
+        for (int k0 = 0; k0 < in_np; k0 += kXGroup) {
+          uint32_t xa[kXGroup][4];
+#pragma unroll
+          for (int q = 0; q < kXGroup; ++q) load_a(xa[q], p.x, p.batch, p.in, r0, (k0 + q) * 16, g, t, p.x_pairs);
+#pragma unroll
+          for (int q = 0; q < kXGroup; ++q)
+            if (k0 + q < in_np) stage_frag<T>(sH, p.sh_ld, srow, (k0 + q) * 16, xa[q], g, t, true, true);
+        }
+        __syncwarp();
+        stage_tail<T>(sH, p.sh_ld, srow, p.in, p.acc_nt[0] * 8, r0, p.batch, lane);
         if (p.dx) {  // dx = g_0 W_0, any input width, 16 columns at a time
           for (int jp = 0; jp < in_np; ++jp) {
             float o[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};

@@ -64,18 +64,27 @@ __global__ void __launch_bounds__(kFwdWarps * 32) mlp_forward_kernel(const __gri
     for (int m = 0; m < MT; ++m)
 #pragma unroll
       for (int j = 0; j < NT; ++j) bias_c(acc[m][j], p.bias[0], j * 8, t);
-    for (int kk = 0; kk < in_kt; ++kk) {
-      uint32_t xa[MT][4];
+    // x is read kXGroup k-tiles at a time: all loads of a group are in flight together.
+    constexpr int kXGroup = 4;
+    for (int k0 = 0; k0 < in_kt; k0 += kXGroup) {
+      uint32_t xa[kXGroup][MT][4];
 #pragma unroll
-      for (int m = 0; m < MT; ++m) load_a(xa[m], p.x, p.batch, p.in, row0 + 16 * m, kk * 16, g, t, p.x_pairs);
-      const uint4* wf = p.wfrag[0] + int64_t(kk) * NP * 32 + lane;
+      for (int q = 0; q < kXGroup; ++q)
 #pragma unroll
-      for (int jp = 0; jp < NP; ++jp) {
-        const uint4 b = __ldg(wf + jp * 32);
+        for (int m = 0; m < MT; ++m)
+          load_a(xa[q][m], p.x, p.batch, p.in, row0 + 16 * m, (k0 + q) * 16, g, t, p.x_pairs);
 #pragma unroll
-        for (int m = 0; m < MT; ++m) {
-          mma_16816<T>(acc[m][2 * jp], xa[m], b.x, b.y);
-          mma_16816<T>(acc[m][2 * jp + 1], xa[m], b.z, b.w);
+      for (int q = 0; q < kXGroup; ++q) {
+        if (k0 + q >= in_kt) break;
+        const uint4* wf = p.wfrag[0] + int64_t(k0 + q) * NP * 32 + lane;
+#pragma unroll
+        for (int jp = 0; jp < NP; ++jp) {
+          const uint4 b = __ldg(wf + jp * 32);
+#pragma unroll
+          for (int m = 0; m < MT; ++m) {
+            mma_16816<T>(acc[m][2 * jp], xa[q][m], b.x, b.y);
+            mma_16816<T>(acc[m][2 * jp + 1], xa[q][m], b.z, b.w);
+          }
         }
       }
     }

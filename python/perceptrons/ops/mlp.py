@@ -22,6 +22,7 @@ take their workspace from torch's allocator, so they work inside CUDA graphs.
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional, Sequence
 
 import torch
@@ -40,8 +41,25 @@ def _widths(x: Tensor, weights: Sequence[Tensor]):
     return [int(x.shape[1])] + [int(w.shape[0]) for w in weights]
 
 
+@functools.lru_cache(maxsize=512)
+def _cached_spec(widths, activation, activation_param, output_activation, output_activation_param):
+    return MLPSpec(widths, activation, output_activation, activation_param, output_activation_param)
+
+
 def _spec(x, weights, activation, activation_param, output_activation, output_activation_param):
-    return MLPSpec(_widths(x, weights), activation, output_activation, activation_param, output_activation_param)
+    # Cached: validating a spec costs microseconds that a small CUDA call cannot hide.
+    return _cached_spec(tuple(_widths(x, weights)), activation, activation_param, output_activation,
+                        output_activation_param)
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_compiled() -> bool:
+    return bool(_C.build_info()["cuda"])
+
+
+@functools.lru_cache(maxsize=512)
+def _cuda_unsupported(code: int, widths: tuple) -> str:
+    return _C.mlp_cuda_unsupported(code, list(widths))
 
 
 def _ptr(t: Optional[Tensor]) -> int:
@@ -56,11 +74,11 @@ def _check_cpu(x: Tensor):
 
 def cuda_path(x: Tensor, weights: Sequence[Tensor]) -> str:
     """'fused' when a CUDA call with these tensors runs the fused kernels, else 'torch: <why>'."""
-    if not _C.build_info()["cuda"]:
+    if not _cuda_compiled():
         return "torch: this build has no CUDA kernels"
     if x.dtype not in _CUDA_DTYPE_CODES:
         return f"torch: the CUDA kernels take float16 and bfloat16, got {x.dtype}"
-    why = _C.mlp_cuda_unsupported(_CUDA_DTYPE_CODES[x.dtype], _widths(x.reshape(-1, x.shape[-1]), weights))
+    why = _cuda_unsupported(_CUDA_DTYPE_CODES[x.dtype], tuple(_widths(x.reshape(-1, x.shape[-1]), weights)))
     return "fused" if not why else f"torch: {why} (the CUDA kernels take >= 1 hidden layer, all hidden widths " \
         f"equal and one of 16/32/64/128, input and output widths <= {_C.MLP_CUDA_MAX_IO_WIDTH})"
 
