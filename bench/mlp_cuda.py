@@ -96,7 +96,7 @@ def main():
             models[f"eager_{tag}"] = (m.to_sequential(), dt)
         models["eager_fp32"] = (seq32, torch.float32)
         compiled = {}
-        if not args.no_compile:
+        if not args.no_compile and name in ("w64x4", "nerf"):  # the configurations the figures name
             for mode in ("default", "reduce-overhead"):
                 seq16 = models["eager_fp16"][0]
                 compiled[f"compile_{mode}_fp16"] = torch.compile(seq16, mode=None if mode == "default" else mode,

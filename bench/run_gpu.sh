@@ -21,6 +21,12 @@ log="$OUT/gpu_${what}.log"
   if [ "$what" = test ] || [ "$what" = all ]; then
     python3 -m pytest -q -rfs --tb=line --maxfail=25 --durations=5 tests/mlp/test_fused_mlp_cuda.py ${2:+-k "$2"} -p no:cacheprovider 2>&1 | tail -60
   fi
+  if [ "$what" = profile ] || [ "$what" = all ]; then
+    for k in mlp_forward_kernel mlp_backward_kernel; do
+      ncu -k regex:$k -s 2 -c 1 --section SpeedOfLight --section Occupancy --section WarpStateStats \
+        --section LaunchStats python3 bench/profile_mlp_cuda.py 2>&1 | grep -v "^==PROF==" | tail -60
+    done
+  fi
   if [ "$what" = bench ] || [ "$what" = all ]; then
     python3 bench/mlp_cuda.py ${BENCH_ARGS:-} --out "$OUT"
   fi
