@@ -19,7 +19,7 @@ log="$OUT/gpu_${what}.log"
   echo "build: $(( $(date +%s) - t0 )) s (sm_$arch)"
   cd /tmp && python3 -m perceptrons info && cd - > /dev/null
   if [ "$what" = test ] || [ "$what" = all ]; then
-    python3 -m pytest -q -rfs --tb=line --maxfail=25 --durations=5 tests/mlp/test_fused_mlp_cuda.py ${2:+-k "$2"} -p no:cacheprovider 2>&1 | tail -60
+    python3 -m pytest -q -rfs --tb=short --maxfail=25 --durations=5 tests/mlp/test_fused_mlp_cuda.py ${2:+-k "$2"} -p no:cacheprovider 2>&1 | tail -60
   fi
   if [ "$what" = profile ] || [ "$what" = all ]; then
     for k in mlp_forward_kernel mlp_backward_kernel; do

@@ -112,3 +112,18 @@ def test_compiled_module_checks_its_arguments_too():
         _C.mlp_forward_cpu(0, [4, 3, 2], 1, 0.0, 0, 0.0, 1, 0, [0, 0], [], 0, [])
     with pytest.raises(ValueError, match=r"unsupported layer width"):
         _C.mlp_forward_cpu(0, [4, 5000, 2], 1, 0.0, 0, 0.0, 1, 0, [0, 0], [], 0, [])
+
+
+def test_python_cuda_dispatch_rule_mirrors_the_compiled_one():
+    """ops.mlp decides CUDA dispatch in plain Python (so torch.compile traces it); it must agree with
+    csrc/mlp/mlp_cuda_layout.h's cuda_supported on every kind of configuration."""
+    from perceptrons import _C
+    from perceptrons.ops import mlp as mlp_ops
+    cases = [[3, 64, 4], [3, 64, 64, 4], [3, 48, 4], [3, 64, 32, 4], [3, 4], [256, 128, 256], [257, 16, 3],
+             [3, 16, 16, 16, 300], [1, 32, 1], [64, 128, 128, 128, 64]]
+    for widths in cases:
+        for dtype, code in ((torch.float16, 2), (torch.bfloat16, 3)):
+            python_says = mlp_ops._cuda_unsupported(dtype, widths) == ""
+            compiled_says = _C.mlp_cuda_unsupported(code, widths) == ""
+            assert python_says == compiled_says, widths
+    assert mlp_ops._cuda_unsupported(torch.float32, [3, 64, 4]) != ""

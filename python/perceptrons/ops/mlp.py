@@ -52,35 +52,33 @@ def _spec(x, weights, activation, activation_param, output_activation, output_ac
                         output_activation_param)
 
 
-@functools.lru_cache(maxsize=None)
-def _cuda_compiled() -> bool:
-    return bool(_C.build_info()["cuda"])
+# Plain Python constants and arithmetic below, so torch.compile traces the dispatch decision.
+_CUDA_COMPILED = bool(_C.build_info()["cuda"])
+_CUDA_HIDDEN_WIDTHS = (16, 32, 64, 128)
 
 
-@functools.lru_cache(maxsize=512)
-def _cuda_unsupported(code: int, widths: tuple) -> str:
-    return _C.mlp_cuda_unsupported(code, list(widths))
-
-
-def _ptr(t: Optional[Tensor]) -> int:
-    return 0 if t is None or t.numel() == 0 else t.data_ptr()
-
-
-def _check_cpu(x: Tensor):
-    if x.device.type != "cpu":
-        raise RuntimeError(f"perceptrons.mlp: no kernel for device {x.device} in this build "
-                           f"(CUDA kernels: {_C.build_info()['cuda']}); inputs are never moved between devices")
+def _cuda_unsupported(dtype, widths) -> str:
+    """Mirrors cuda_supported (csrc/mlp/mlp_cuda_layout.h): '' when the CUDA kernels take this call."""
+    if dtype not in _CUDA_DTYPE_CODES:
+        return f"the CUDA kernels take float16 and bfloat16, got {dtype}"
+    if len(widths) < 3:
+        return "no hidden layer"
+    hidden = widths[1:-1]
+    if any(w != hidden[0] for w in hidden):
+        return f"hidden widths differ ({list(hidden)})"
+    if hidden[0] not in _CUDA_HIDDEN_WIDTHS:
+        return f"hidden width {hidden[0]} is not one of 16/32/64/128"
+    if widths[0] > _C.MLP_CUDA_MAX_IO_WIDTH or widths[-1] > _C.MLP_CUDA_MAX_IO_WIDTH:
+        return f"input or output width above {_C.MLP_CUDA_MAX_IO_WIDTH}"
+    return ""
 
 
 def cuda_path(x: Tensor, weights: Sequence[Tensor]) -> str:
     """'fused' when a CUDA call with these tensors runs the fused kernels, else 'torch: <why>'."""
-    if not _cuda_compiled():
+    if not _CUDA_COMPILED:
         return "torch: this build has no CUDA kernels"
-    if x.dtype not in _CUDA_DTYPE_CODES:
-        return f"torch: the CUDA kernels take float16 and bfloat16, got {x.dtype}"
-    why = _cuda_unsupported(_CUDA_DTYPE_CODES[x.dtype], tuple(_widths(x.reshape(-1, x.shape[-1]), weights)))
-    return "fused" if not why else f"torch: {why} (the CUDA kernels take >= 1 hidden layer, all hidden widths " \
-        f"equal and one of 16/32/64/128, input and output widths <= {_C.MLP_CUDA_MAX_IO_WIDTH})"
+    why = _cuda_unsupported(x.dtype, [x.shape[-1]] + [w.shape[0] for w in weights])
+    return f"torch: {why}" if why else "fused"
 
 
 def _cuda_saved_numels(spec: MLPSpec, batch):
