@@ -52,6 +52,12 @@ def _spec(x, weights, activation, activation_param, output_activation, output_ac
                         output_activation_param)
 
 
+def _check_cpu(x: Tensor):
+    if x.device.type != "cpu":
+        raise RuntimeError(f"perceptrons.mlp: no kernel for device {x.device} in this build "
+                           f"(CUDA kernels: {_C.build_info()['cuda']}); inputs are never moved between devices")
+
+
 # Plain Python constants and arithmetic below, so torch.compile traces the dispatch decision.
 _CUDA_COMPILED = bool(_C.build_info()["cuda"])
 _CUDA_HIDDEN_WIDTHS = (16, 32, 64, 128)
