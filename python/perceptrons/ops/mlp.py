@@ -52,6 +52,10 @@ def _spec(x, weights, activation, activation_param, output_activation, output_ac
                         output_activation_param)
 
 
+def _ptr(t: Optional[Tensor]) -> int:
+    return 0 if t is None or t.numel() == 0 else t.data_ptr()
+
+
 def _check_cpu(x: Tensor):
     if x.device.type != "cpu":
         raise RuntimeError(f"perceptrons.mlp: no kernel for device {x.device} in this build "
