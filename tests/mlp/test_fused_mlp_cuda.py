@@ -304,7 +304,7 @@ def test_double_backward_and_torch_func_on_cuda():
     for a, b in zip(grads, want):
         assert rel_err(a.double().cpu(), b.cpu()) <= tol(torch.float16, 3, 16)
     fx = torch.func.grad(lambda inp: model(inp).float().sum())(x.detach())
-    assert rel_err(fx.double().cpu(), gx64.detach().cpu()) <= tol(torch.float16, 3, 16)
+    assert rel_err(fx.detach().double().cpu(), gx64.detach().cpu()) <= tol(torch.float16, 3, 16)
 
 
 def test_unsupported_configurations_run_as_torch_ops():
