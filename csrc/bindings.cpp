@@ -83,6 +83,52 @@ void fill_params(mlp::MlpParams& p, const mlp::MlpConfig& c, const std::vector<u
   }
 }
 
+// The argument blocks of the MLP entry points, shared by the CPU and CUDA bindings.
+mlp::MlpForwardArgs forward_args(int dtype, const std::vector<int64_t>& widths, int act, double act_p, int out_act,
+                                 double out_p, int64_t batch, uint64_t x, const std::vector<uint64_t>& weights,
+                                 const std::vector<uint64_t>& biases, uint64_t y, const std::vector<uint64_t>& saved,
+                                 bool cuda) {
+  mlp::MlpForwardArgs a;
+  a.cfg = make_config(dtype, widths, act, act_p, out_act, out_p, cuda);
+  fill_params(a.params, a.cfg, weights, biases);
+  a.batch = batch;
+  a.x = ptr(x);
+  a.y = const_cast<void*>(ptr(y));
+  a.training = !saved.empty();
+  if (a.training && saved.size() != size_t(a.cfg.n_layers))
+    throw py::value_error("saved: expected one pointer per layer (0 where a layer saves nothing) or an "
+                          "empty list for inference, got " + std::to_string(saved.size()));
+  for (size_t l = 0; l < saved.size(); ++l) a.saved[l] = const_cast<void*>(ptr(saved[l]));
+  return a;
+}
+
+mlp::MlpBackwardArgs backward_args(int dtype, const std::vector<int64_t>& widths, int act, double act_p, int out_act,
+                                   double out_p, int64_t batch, uint64_t x, uint64_t y,
+                                   const std::vector<uint64_t>& saved, uint64_t dy,
+                                   const std::vector<uint64_t>& weights, const std::vector<uint64_t>& biases,
+                                   uint64_t dx, const std::vector<uint64_t>& dweights,
+                                   const std::vector<uint64_t>& dbiases, bool cuda) {
+  mlp::MlpBackwardArgs a;
+  a.cfg = make_config(dtype, widths, act, act_p, out_act, out_p, cuda);
+  fill_params(a.params, a.cfg, weights, biases);
+  if (dweights.size() != size_t(a.cfg.n_layers) || dbiases.size() != size_t(a.cfg.n_layers))
+    throw py::value_error("dweights/dbiases: expected one pointer (0 for none) per layer");
+  for (int l = 0; l < a.cfg.n_layers; ++l) {
+    a.dweights[l] = const_cast<void*>(ptr(dweights[l]));
+    a.dbiases[l] = const_cast<void*>(ptr(dbiases[l]));
+  }
+  if (saved.size() != size_t(a.cfg.n_layers))
+    throw py::value_error("saved: expected one pointer per layer (0 where a layer saves nothing), got " +
+                          std::to_string(saved.size()));
+  for (size_t l = 0; l < saved.size(); ++l) a.saved[l] = ptr(saved[l]);
+  a.batch = batch;
+  a.x = ptr(x);
+  a.y = ptr(y);
+  a.dy = ptr(dy);
+  a.dx = const_cast<void*>(ptr(dx));
+  return a;
+}
+
 py::dict probe_dict() {
   CudaDeviceProbe p;
   probe_cuda(&p);
@@ -207,17 +253,8 @@ PYBIND11_MODULE(_C, m) {
         [](int dtype, const std::vector<int64_t>& widths, int act, double act_p, int out_act, double out_p,
            int64_t batch, uint64_t x, const std::vector<uint64_t>& weights, const std::vector<uint64_t>& biases,
            uint64_t y, const std::vector<uint64_t>& saved) {
-          mlp::MlpForwardArgs a;
-          a.cfg = make_config(dtype, widths, act, act_p, out_act, out_p);
-          fill_params(a.params, a.cfg, weights, biases);
-          a.batch = batch;
-          a.x = ptr(x);
-          a.y = const_cast<void*>(ptr(y));
-          a.training = !saved.empty();
-          if (a.training && saved.size() != size_t(a.cfg.n_layers))
-            throw py::value_error("saved: expected one pointer per layer (0 where a layer saves nothing) or an "
-                                  "empty list for inference, got " + std::to_string(saved.size()));
-          for (size_t l = 0; l < saved.size(); ++l) a.saved[l] = const_cast<void*>(ptr(saved[l]));
+          mlp::MlpForwardArgs a = forward_args(dtype, widths, act, act_p, out_act, out_p, batch, x, weights, biases,
+                                               y, saved, false);
           Status s;
           {
             py::gil_scoped_release nogil;
@@ -235,24 +272,8 @@ PYBIND11_MODULE(_C, m) {
         [](int dtype, const std::vector<int64_t>& widths, int act, double act_p, int out_act, double out_p,
            int64_t batch, uint64_t x, uint64_t y, const std::vector<uint64_t>& saved, uint64_t dy, const std::vector<uint64_t>& weights,
            uint64_t dx, const std::vector<uint64_t>& dweights, const std::vector<uint64_t>& dbiases) {
-          mlp::MlpBackwardArgs a;
-          a.cfg = make_config(dtype, widths, act, act_p, out_act, out_p);
-          fill_params(a.params, a.cfg, weights, {});
-          if (dweights.size() != size_t(a.cfg.n_layers) || dbiases.size() != size_t(a.cfg.n_layers))
-            throw py::value_error("dweights/dbiases: expected one pointer (0 for none) per layer");
-          for (int l = 0; l < a.cfg.n_layers; ++l) {
-            a.dweights[l] = const_cast<void*>(ptr(dweights[l]));
-            a.dbiases[l] = const_cast<void*>(ptr(dbiases[l]));
-          }
-          a.batch = batch;
-          a.x = ptr(x);
-          a.y = ptr(y);
-          if (saved.size() != size_t(a.cfg.n_layers))
-            throw py::value_error("saved: expected one pointer per layer (0 where a layer saves nothing), got " +
-                                  std::to_string(saved.size()));
-          for (size_t l = 0; l < saved.size(); ++l) a.saved[l] = ptr(saved[l]);
-          a.dy = ptr(dy);
-          a.dx = const_cast<void*>(ptr(dx));
+          mlp::MlpBackwardArgs a = backward_args(dtype, widths, act, act_p, out_act, out_p, batch, x, y, saved, dy,
+                                                 weights, {}, dx, dweights, dbiases, false);
           Status s;
           {
             py::gil_scoped_release nogil;
@@ -278,14 +299,6 @@ PYBIND11_MODULE(_C, m) {
     return s == Status::Ok ? std::string() : std::string(status_message(s));
   }, "Empty string when the CUDA kernels take this dtype code and these widths, else why not.");
 
-  m.def("mlp_cuda_saved_numels", [](const std::vector<int64_t>& widths, int64_t batch) {
-    mlp::MlpConfig c = make_config(2, widths, 0, 0.0, 0, 0.0, true);
-    if (batch < 0) throw py::value_error("batch: expected >= 0, got " + std::to_string(batch));
-    std::vector<int64_t> n(c.n_layers);
-    for (int l = 0; l < c.n_layers; ++l) n[l] = mlp::cuda_layout::cuda_saved_layer_numel(c, batch, l);
-    return n;
-  }, "Elements the CUDA training forward saves per layer (0 where a layer saves nothing).");
-
   m.def("mlp_cuda_workspace_bytes", [](int dtype, const std::vector<int64_t>& widths, int64_t batch, bool backward) {
     mlp::MlpConfig c = make_config(dtype, widths, 0, 0.0, 0, 0.0, true);
     int64_t n;
@@ -301,17 +314,8 @@ PYBIND11_MODULE(_C, m) {
         [](int dtype, const std::vector<int64_t>& widths, int act, double act_p, int out_act, double out_p,
            int64_t batch, uint64_t x, const std::vector<uint64_t>& weights, const std::vector<uint64_t>& biases,
            uint64_t y, const std::vector<uint64_t>& saved, uint64_t workspace, int64_t workspace_bytes, uint64_t stream) {
-          mlp::MlpForwardArgs a;
-          a.cfg = make_config(dtype, widths, act, act_p, out_act, out_p, true);
-          fill_params(a.params, a.cfg, weights, biases);
-          a.batch = batch;
-          a.x = ptr(x);
-          a.y = const_cast<void*>(ptr(y));
-          a.training = !saved.empty();
-          if (a.training && saved.size() != size_t(a.cfg.n_layers))
-            throw py::value_error("saved: expected one pointer per layer (0 where a layer saves nothing) or an "
-                                  "empty list for inference, got " + std::to_string(saved.size()));
-          for (size_t l = 0; l < saved.size(); ++l) a.saved[l] = const_cast<void*>(ptr(saved[l]));
+          mlp::MlpForwardArgs a = forward_args(dtype, widths, act, act_p, out_act, out_p, batch, x, weights, biases,
+                                               y, saved, true);
           a.stream = const_cast<void*>(ptr(stream));
           Status s;
           {
@@ -332,23 +336,8 @@ PYBIND11_MODULE(_C, m) {
            const std::vector<uint64_t>& weights, const std::vector<uint64_t>& biases, uint64_t dx,
            const std::vector<uint64_t>& dweights, const std::vector<uint64_t>& dbiases, uint64_t workspace,
            int64_t workspace_bytes, uint64_t stream) {
-          mlp::MlpBackwardArgs a;
-          a.cfg = make_config(dtype, widths, act, act_p, out_act, out_p, true);
-          fill_params(a.params, a.cfg, weights, biases);
-          if (dweights.size() != size_t(a.cfg.n_layers) || dbiases.size() != size_t(a.cfg.n_layers))
-            throw py::value_error("dweights/dbiases: expected one pointer (0 for none) per layer");
-          for (int l = 0; l < a.cfg.n_layers; ++l) {
-            a.dweights[l] = const_cast<void*>(ptr(dweights[l]));
-            a.dbiases[l] = const_cast<void*>(ptr(dbiases[l]));
-          }
-          if (saved.size() != size_t(a.cfg.n_layers))
-            throw py::value_error("saved: expected one pointer per layer (0 where a layer saves nothing), got " +
-                                  std::to_string(saved.size()));
-          for (size_t l = 0; l < saved.size(); ++l) a.saved[l] = ptr(saved[l]);
-          a.batch = batch;
-          a.x = ptr(x);
-          a.dy = ptr(dy);
-          a.dx = const_cast<void*>(ptr(dx));
+          mlp::MlpBackwardArgs a = backward_args(dtype, widths, act, act_p, out_act, out_p, batch, x, 0, saved, dy,
+                                                 weights, biases, dx, dweights, dbiases, true);
           a.stream = const_cast<void*>(ptr(stream));
           Status s;
           {

@@ -23,10 +23,8 @@ Status fail(cudaError_t e, const char* where) {
 }
 
 cudaError_t sm_count(int* n) {
-  int dev = 0;
-  cudaError_t e = cudaGetDevice(&dev);
-  if (e != cudaSuccess) return e;
-  return cudaDeviceGetAttribute(n, cudaDevAttrMultiProcessorCount, dev);
+  int optin = 0;
+  return cuda::device_limits(n, &optin);
 }
 
 bool aligned_pairs(const void* p, int cols) { return cols % 2 == 0 && reinterpret_cast<uintptr_t>(p) % 4 == 0; }
@@ -57,6 +55,34 @@ cudaError_t pack(const MlpConfig& c, const MlpParams& params, const Layout& lay,
 }
 
 }  // namespace
+
+namespace cuda {
+
+cudaError_t device_limits(int* sm_count, int* smem_optin) {
+  constexpr int kMaxDevices = 64;
+  static int cached_sms[kMaxDevices] = {}, cached_optin[kMaxDevices] = {};  // 0: not read yet
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e != cudaSuccess) return e;
+  if (dev >= kMaxDevices || cached_sms[dev] == 0) {
+    int sms = 0, optin = 0;
+    e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+    if (e != cudaSuccess) return e;
+    if (dev >= kMaxDevices) {
+      *sm_count = sms;
+      *smem_optin = optin;
+      return cudaSuccess;
+    }
+    cached_optin[dev] = optin;  // both written before the flag (sms) that says they are there
+    cached_sms[dev] = sms;
+  }
+  *sm_count = cached_sms[dev];
+  *smem_optin = cached_optin[dev];
+  return cudaSuccess;
+}
+
+}  // namespace cuda
 
 int64_t mlp_cuda_workspace_bytes(const MlpConfig& c, int64_t batch, bool backward) {
   if (cuda_layout::cuda_supported(c) != Status::Ok || batch < 0) return -1;

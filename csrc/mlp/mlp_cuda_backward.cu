@@ -331,12 +331,10 @@ cudaError_t launch_width(int width, const BwdParams& p, const BwdLaunch& plan, c
 }  // namespace
 
 cudaError_t plan_backward(const MlpConfig& c, const cuda_layout::Layout& lay, int64_t batch, BwdLaunch* out) {
-  int dev = 0, sm_count = 0, optin = 0;
-  cudaError_t e = cudaGetDevice(&dev);
-  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, dev);
-  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  int sm_count = 0, optin = 0;
+  cudaError_t e = device_limits(&sm_count, &optin);
   if (e != cudaSuccess) return e;
-  const int width = c.widths[1], in = c.widths[0], outw = c.widths[c.n_layers];
+  const int width = c.widths[1], outw = c.widths[c.n_layers];
   BwdLaunch b;
   b.sg_ld = cuda_layout::staging_stride(std::max<int>(width, int(cuda_layout::round_up(outw, 16))));
   int sh_cols = 0;
@@ -351,7 +349,6 @@ cudaError_t plan_backward(const MlpConfig& c, const cuda_layout::Layout& lay, in
   // blocks than chunks, so each slab sums at least one chunk.
   const int64_t chunks = cuda_layout::ceil_div(batch, kBwdChunkRows);
   b.grid = int(std::max<int64_t>(std::min<int64_t>(chunks, sm_count), 0));
-  (void)in;
   *out = b;
   return cudaSuccess;
 }

@@ -13,6 +13,10 @@ namespace perceptrons {
 namespace mlp {
 namespace cuda {
 
+// Multiprocessors and opt-in shared memory per block of the current device, read once per device
+// (mlp_cuda.cu): every call needs them, twice for a backward (workspace size, then launch).
+cudaError_t device_limits(int* sm_count, int* smem_optin);
+
 // ---- weight repacking (mlp_cuda_pack.cu) ------------------------------------------------------
 struct PackJob {              // B(k, n) = src[k * sk + n * sn], k < K, n < N; zero outside
   const void* src;

@@ -124,16 +124,22 @@ def mlp_forward(x: Tensor, weights: list[Tensor], biases: list[Tensor], activati
     return y
 
 
-@mlp_forward.register_kernel("cuda")
-def _(x, weights, biases, activation, activation_param, output_activation, output_activation_param):
-    spec = _spec(x, weights, activation, activation_param, output_activation, output_activation_param)
+def _forward_cuda(x, weights, biases, spec, saved):
+    """The CUDA forward of both ops: inference when saved is empty, else the training forward."""
     y = x.new_empty((x.shape[0], spec.widths[-1]))
     with torch.cuda.device(x.device):
         code, stream = _cuda_call(x)
         ws = _workspace(x, spec, backward=False)
         _C.mlp_forward_cuda(code, spec.widths, *spec.codes(), x.shape[0], _ptr(x), [_ptr(w) for w in weights],
-                            [_ptr(b) for b in biases], _ptr(y), [], _ptr(ws), ws.numel(), stream)
+                            [_ptr(b) for b in biases], _ptr(y), [_ptr(s) for s in saved], _ptr(ws), ws.numel(),
+                            stream)
     return y
+
+
+@mlp_forward.register_kernel("cuda")
+def _(x, weights, biases, activation, activation_param, output_activation, output_activation_param):
+    spec = _spec(x, weights, activation, activation_param, output_activation, output_activation_param)
+    return _forward_cuda(x, weights, biases, spec, [])
 
 
 @mlp_forward.register_fake
@@ -157,15 +163,8 @@ def mlp_forward_train(x: Tensor, weights: list[Tensor], biases: list[Tensor], ac
 @mlp_forward_train.register_kernel("cuda")
 def _(x, weights, biases, activation, activation_param, output_activation, output_activation_param):
     spec = _spec(x, weights, activation, activation_param, output_activation, output_activation_param)
-    y = x.new_empty((x.shape[0], spec.widths[-1]))
     saved = [x.new_empty((n,)) for n in _cuda_saved_numels(spec, x.shape[0])]
-    with torch.cuda.device(x.device):
-        code, stream = _cuda_call(x)
-        ws = _workspace(x, spec, backward=False)
-        _C.mlp_forward_cuda(code, spec.widths, *spec.codes(), x.shape[0], _ptr(x), [_ptr(w) for w in weights],
-                            [_ptr(b) for b in biases], _ptr(y), [_ptr(s) for s in saved], _ptr(ws), ws.numel(),
-                            stream)
-    return y, saved
+    return _forward_cuda(x, weights, biases, spec, saved), saved
 
 
 @mlp_forward_train.register_fake
