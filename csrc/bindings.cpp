@@ -18,6 +18,7 @@
 #include "mlp/mlp.h"
 #include "mlp/mlp_cpu_layout.h"
 #include "mlp/mlp_cuda_layout.h"
+#include "routed/routed.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -127,6 +128,48 @@ mlp::MlpBackwardArgs backward_args(int dtype, const std::vector<int64_t>& widths
   a.dy = ptr(dy);
   a.dx = const_cast<void*>(ptr(dx));
   return a;
+}
+
+// The routing block of the routed entry points, from the tuple perceptrons.kernels.routed builds:
+// (M, granularity, per_example, seed, step, batch_id, example_ids, sampler_kind, K, perms, cdf, Q, subperm).
+routed::RoutingArgs routing_from(const py::tuple& t) {
+  if (t.size() != 13) throw py::value_error("routing: expected a 13-tuple, got " + std::to_string(t.size()) + " entries");
+  routed::RoutingArgs r;
+  const int64_t M = t[0].cast<int64_t>(), g = t[1].cast<int64_t>(), kind = t[7].cast<int64_t>(), K = t[8].cast<int64_t>();
+  if (M < 1 || M > routed::kMaxCopies)
+    throw py::value_error("M: expected 1.." + std::to_string(routed::kMaxCopies) + " copies, got " + std::to_string(M));
+  if (g < 0 || g > 2) throw py::value_error("granularity: expected 0 (layer), 1 (unit) or 2 (edge), got " + std::to_string(g));
+  if (kind != 0 && kind != 1) throw py::value_error("sampler kind: expected 0 (table) or 1 (permanental), got " + std::to_string(kind));
+  auto u32 = [&](size_t i, const char* name) {
+    const int64_t v = t[i].cast<int64_t>();
+    if (v < 0 || v > int64_t(UINT32_MAX)) throw py::value_error(std::string(name) + ": expected [0, 2**32), got " + std::to_string(v));
+    return uint32_t(v);
+  };
+  r.M = int(M);
+  r.granularity = routed::Granularity(g);
+  r.per_example = t[2].cast<bool>();
+  r.seed = u32(3, "seed");
+  r.step = u32(4, "step");
+  r.batch_id = u32(5, "batch_id");
+  r.example_ids = static_cast<const int64_t*>(ptr(t[6].cast<uint64_t>()));
+  r.sampler.kind = routed::SamplerKind(kind);
+  r.sampler.M = int(M);
+  r.sampler.K = int(K);
+  r.sampler.perms = static_cast<const int32_t*>(ptr(t[9].cast<uint64_t>()));
+  r.sampler.cdf = static_cast<const double*>(ptr(t[10].cast<uint64_t>()));
+  r.sampler.Q = static_cast<const double*>(ptr(t[11].cast<uint64_t>()));
+  r.sampler.subperm = static_cast<const double*>(ptr(t[12].cast<uint64_t>()));
+  return r;
+}
+
+template <typename Args>
+void fill_routed_params(Args& a, const std::vector<uint64_t>& weights, const std::vector<uint64_t>& biases) {
+  mlp::MlpParams p;
+  fill_params(p, a.cfg, weights, biases);
+  for (int l = 0; l < a.cfg.n_layers; ++l) {
+    a.weights[l] = p.weights[l];
+    a.biases[l] = p.biases[l];
+  }
 }
 
 py::dict probe_dict() {
@@ -286,6 +329,111 @@ PYBIND11_MODULE(_C, m) {
         py::arg("y"), py::arg("saved"), py::arg("dy"), py::arg("weights"), py::arg("dx"), py::arg("dweights"),
         py::arg("dbiases"),
         "Fused MLP backward: dx (0: not wanted), per-layer weight and bias gradients (0: not wanted).");
+
+  // ---- routed replicas (M-cover), CPU ----------------------------------------------------------
+  m.attr("ROUTED_MAX_COPIES") = routed::kMaxCopies;
+  m.attr("ROUTED_MAX_PERMANENTAL_COPIES") = routed::kMaxPermanentalCopies;
+  m.def("routed_permutations_cpu",
+        [](const py::tuple& routing, int64_t example, int64_t layer, int64_t n, uint64_t units, uint64_t weights,
+           uint64_t out) {
+          routed::RoutingArgs r = routing_from(routing);
+          if (example < 0 || example > int64_t(UINT32_MAX) || layer < 0 || layer > 0xFFFF)
+            throw py::value_error("example/layer: out of range");
+          Status s = routed::routed_permutations_cpu(r, uint32_t(example), uint32_t(layer), n,
+                                                     static_cast<const int64_t*>(ptr(units)),
+                                                     static_cast<const int64_t*>(ptr(weights)),
+                                                     static_cast<int32_t*>(const_cast<void*>(ptr(out))));
+          raise_on(s, "routed_permutations_cpu");
+        },
+        "Permutations (n, M) int32 of n routed blocks (unit and weight indices given) for one example key.");
+
+  m.def("routed_mlp_forward_cpu",
+        [](const py::tuple& routing, int dtype, const std::vector<int64_t>& widths, int act, double act_p, int out_act,
+           double out_p, int64_t batch, uint64_t x, int64_t x_stream_stride, const std::vector<uint64_t>& weights,
+           const std::vector<uint64_t>& biases, uint64_t y, const std::vector<uint64_t>& saved) {
+          routed::RoutedMlpForwardArgs a;
+          a.routing = routing_from(routing);
+          a.cfg = make_config(dtype, widths, act, act_p, out_act, out_p);
+          fill_routed_params(a, weights, biases);
+          a.batch = batch;
+          a.x = ptr(x);
+          a.x_stream_stride = x_stream_stride;
+          a.y = const_cast<void*>(ptr(y));
+          a.training = !saved.empty();
+          if (a.training && saved.size() != size_t(a.cfg.n_layers))
+            throw py::value_error("saved: expected one pointer per layer or an empty list for inference");
+          for (size_t l = 0; l < saved.size(); ++l) a.saved[l] = const_cast<void*>(ptr(saved[l]));
+          Status s;
+          {
+            py::gil_scoped_release nogil;
+            s = routed::routed_mlp_forward_cpu(a);
+          }
+          raise_on(s, "routed_mlp_forward_cpu");
+        },
+        "Routed MLP forward over M streams; saved=[] for inference.");
+
+  m.def("routed_mlp_backward_cpu",
+        [](const py::tuple& routing, int dtype, const std::vector<int64_t>& widths, int act, double act_p, int out_act,
+           double out_p, int64_t batch, uint64_t x, int64_t x_stream_stride, uint64_t y,
+           const std::vector<uint64_t>& saved, uint64_t dy, const std::vector<uint64_t>& weights,
+           const std::vector<uint64_t>& biases, uint64_t dx, const std::vector<uint64_t>& dweights,
+           const std::vector<uint64_t>& dbiases) {
+          routed::RoutedMlpBackwardArgs a;
+          a.routing = routing_from(routing);
+          a.cfg = make_config(dtype, widths, act, act_p, out_act, out_p);
+          fill_routed_params(a, weights, biases);
+          if (saved.size() != size_t(a.cfg.n_layers) || dweights.size() != size_t(a.cfg.n_layers) ||
+              dbiases.size() != size_t(a.cfg.n_layers))
+            throw py::value_error("saved/dweights/dbiases: expected one pointer (0 for none) per layer");
+          for (int l = 0; l < a.cfg.n_layers; ++l) {
+            a.saved[l] = ptr(saved[l]);
+            a.dweights[l] = const_cast<void*>(ptr(dweights[l]));
+            a.dbiases[l] = const_cast<void*>(ptr(dbiases[l]));
+          }
+          a.batch = batch;
+          a.x = ptr(x);
+          a.x_stream_stride = x_stream_stride;
+          a.y = ptr(y);
+          a.dy = ptr(dy);
+          a.dx = const_cast<void*>(ptr(dx));
+          Status s;
+          {
+            py::gil_scoped_release nogil;
+            s = routed::routed_mlp_backward_cpu(a);
+          }
+          raise_on(s, "routed_mlp_backward_cpu");
+        },
+        "Routed MLP backward: dx per stream (0: not wanted) and the copies' weight and bias gradients.");
+
+  m.def("routed_committee_epoch_cpu",
+        [](const py::tuple& routing, int dtype, int64_t K, int64_t N, uint64_t H, int64_t n_patterns, uint64_t patterns,
+           uint64_t labels, uint64_t order, int64_t n_order, double eta, double margin, double h_max) {
+          routed::CommitteeEpochArgs a;
+          a.routing = routing_from(routing);
+          if (K < 1 || K > INT32_MAX || N < 1 || N > INT32_MAX) throw py::value_error("K, N: expected positive sizes");
+          a.K = int(K);
+          a.N = int(N);
+          a.dtype = DType(dtype);
+          a.H = const_cast<void*>(ptr(H));
+          a.n_patterns = n_patterns;
+          a.patterns = static_cast<const int8_t*>(ptr(patterns));
+          a.labels = static_cast<const int8_t*>(ptr(labels));
+          a.order = static_cast<const int64_t*>(ptr(order));
+          a.n_order = n_order;
+          a.eta = eta;
+          a.margin = margin;
+          a.h_max = h_max;
+          int64_t updates = 0;
+          a.n_updates = &updates;
+          Status s;
+          {
+            py::gil_scoped_release nogil;
+            s = routed::routed_committee_epoch_cpu(a);
+          }
+          raise_on(s, "routed_committee_epoch_cpu");
+          return updates;
+        },
+        "One online epoch of the routed committee machine (K = 1: binary perceptron); returns the update count.");
 
   // ---- fused MLP, CUDA backend -----------------------------------------------------------------
   m.attr("MLP_CUDA_MAX_IO_WIDTH") = mlp::cuda_layout::kMaxIoWidth;

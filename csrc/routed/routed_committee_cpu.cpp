@@ -1,0 +1,153 @@
+// Routed committee machine / binary perceptron (K = 1): one online epoch of the clipped,
+// least-action perceptron rule on the M-cover of the pattern/weight factor graph (routed.h says the
+// rule). Per pattern: draw the blocks' permutations, compute every stream's K integer
+// pre-activations from the copies it is routed to, choose each stream's update, apply them. Streams
+// of one pattern write disjoint entries (a permutation per block), so the updates need no atomics and
+// the result does not depend on the thread count.
+#include <cmath>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "routed/routed_blocks.h"
+
+namespace perceptrons {
+namespace routed {
+namespace {
+
+// The loops below are out of line with restrict pointers and a by-value length: inside the OpenMP
+// region an int8 store may alias any captured variable, which stops vectorisation, and a branch on
+// the sign of a random weight mispredicts half the time.
+template <typename T>
+void signs(const T* __restrict h, int8_t* __restrict w, int n) {
+  for (int i = 0; i < n; ++i) w[i] = int8_t(1 - 2 * int(!(h[i] >= T(0))));  // NaN reads as -1, like numpy's
+}
+
+int32_t dot_pm1(const int8_t* __restrict a, const int8_t* __restrict b, int n) {
+  int32_t sum = 0;
+  for (int i = 0; i < n; ++i) sum += int32_t(a[i]) * int32_t(b[i]);
+  return sum;
+}
+
+// Edge blocks: stream m reads weight (k, i) from copy perm[i][m] (perm: the K*N blocks from unit k).
+// Gathered first, then signed by the vectorised loop (a sign test inside the gather becomes a branch).
+template <typename T>
+void signs_routed(const T* __restrict H, const int32_t* const* __restrict perm, T* __restrict tmp,
+                  int8_t* __restrict w, int m, int K, int k, int n) {
+  const int64_t ld = int64_t(K) * n;
+  for (int i = 0; i < n; ++i) tmp[i] = H[perm[i][m] * ld + int64_t(k) * n + i];
+  signs(tmp, w, n);
+}
+
+// Adds eta * y * xi to the weights (k, i) that stream m read, at their copies, and clips them.
+template <typename T>
+void update_routed(T* __restrict H, const int32_t* const* __restrict perm, bool per_entry, const int8_t* __restrict xi,
+                   T step, T clip, int m, int K, int k, int n) {
+  const int64_t ld = int64_t(K) * n;
+  for (int i = 0; i < n; ++i) {
+    T& h = H[perm[per_entry ? i : 0][m] * ld + int64_t(k) * n + i];
+    h += step * T(xi[i]);
+    if (clip > T(0)) h = h > clip ? clip : (h < -clip ? -clip : h);
+  }
+}
+
+template <typename T>
+Status epoch(const CommitteeEpochArgs& a) {
+  const RoutingArgs& r = a.routing;
+  const int M = r.M, K = a.K, N = a.N;
+  const Granularity g = r.granularity;
+  const int64_t n_blk = g == Granularity::Layer ? 1 : g == Granularity::Unit ? K : int64_t(K) * N;
+  // Each block's permutation: table samplers point into their (small, cache-resident) table, the
+  // permanental sampler writes whole permutations.
+  const bool table = r.sampler.kind == SamplerKind::Table;
+  std::vector<int32_t> perms(size_t(table ? 0 : n_blk * M));
+  std::vector<const int32_t*> perm_of(static_cast<size_t>(n_blk));
+  std::vector<int8_t> seen(size_t(M) * K * N);  // the binary weights each stream reads, (M, K, N)
+  std::vector<int64_t> stab(size_t(M) * K);
+  std::vector<int> chosen(size_t(M), -1);
+  T* H = static_cast<T*>(a.H);
+  const double threshold = a.margin * std::sqrt(double(N));
+  const T clip = T(a.h_max), eta = T(a.eta);
+  int64_t updates = 0;
+  auto row = [&](int64_t c, int k) { return H + (c * K + k) * int64_t(N); };  // copy c, unit k
+#pragma omp parallel if (int64_t(M) * K * N >= 4096)
+  {
+  std::vector<T> tmp(size_t(g == Granularity::Edge ? N : 0));
+  for (int64_t t = 0; t < a.n_order; ++t) {
+    const int64_t mu = a.order[t];
+    const int8_t* xi = a.patterns + mu * N;
+    const int y = a.labels[mu];
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < n_blk; ++b) {
+      const int k = g == Granularity::Layer ? 0 : g == Granularity::Unit ? int(b) : int(b / N);
+      const int i = g == Granularity::Edge ? int(b % N) : 0;
+      const BlockKey key{r.seed, r.step, uint32_t(mu), 0u, uint32_t(k), uint32_t(i)};
+      if (table) {
+        perm_of[size_t(b)] = r.sampler.perms + int64_t(table_choice(r.sampler, key)) * M;
+      } else {
+        sample_permutation(r.sampler, key, perms.data() + b * M);
+        perm_of[size_t(b)] = perms.data() + b * M;
+      }
+    }
+    // What every stream sees: layer and unit blocks read whole rows of one copy, edge blocks gather
+    // entry i from copy perm[i][m].
+    if (g != Granularity::Edge) {
+#pragma omp for schedule(static) collapse(2)
+      for (int m = 0; m < M; ++m)
+        for (int k = 0; k < K; ++k) {
+          signs(row(perm_of[g == Granularity::Layer ? 0 : size_t(k)][m], k), seen.data() + (int64_t(m) * K + k) * N, N);
+        }
+    } else {
+#pragma omp for schedule(static) collapse(2)
+      for (int m = 0; m < M; ++m)
+        for (int k = 0; k < K; ++k)
+          signs_routed(H, perm_of.data() + int64_t(k) * N, tmp.data(), seen.data() + (int64_t(m) * K + k) * N, m, K, k, N);
+    }
+#pragma omp for schedule(static) collapse(2)
+    for (int m = 0; m < M; ++m)
+      for (int k = 0; k < K; ++k) {
+        stab[size_t(m) * K + k] = int64_t(y) * dot_pm1(seen.data() + (int64_t(m) * K + k) * N, xi, N);
+      }
+#pragma omp single
+    for (int m = 0; m < M; ++m) {
+      int agree = 0, best = -1;
+      for (int k = 0; k < K; ++k) {
+        const int64_t s = stab[size_t(m) * K + k];
+        if (double(s) > threshold) ++agree;
+        else if (best < 0 || s > stab[size_t(m) * K + best]) best = k;
+      }
+      chosen[size_t(m)] = 2 * agree > K ? -1 : best;
+      updates += chosen[size_t(m)] >= 0;
+    }
+    // Messages back to the copies they were read from: streams write disjoint entries.
+#pragma omp for schedule(static)
+    for (int m = 0; m < M; ++m) {
+      const int k = chosen[size_t(m)];
+      if (k < 0) continue;
+      const int32_t* const* perm = perm_of.data() + (g == Granularity::Layer ? 0 : g == Granularity::Unit ? k : int64_t(k) * N);
+      update_routed(H, perm, g == Granularity::Edge, xi, eta * T(y), clip, m, K, k, N);
+    }
+  }
+  }
+  if (a.n_updates) *a.n_updates = updates;
+  return Status::Ok;
+}
+
+}  // namespace
+
+Status routed_committee_epoch_cpu(const CommitteeEpochArgs& a) {
+  Status s = check_routing(a.routing);
+  if (s != Status::Ok) return s;
+  if (a.K < 1 || a.N < 1 || a.n_patterns < 0 || a.n_order < 0) return Status::BadShape;
+  if (a.dtype != DType::Float32 && a.dtype != DType::Float64) return Status::BadDtype;
+  if (!a.H) return Status::NullPointer;
+  if (a.n_order > 0 && (!a.patterns || !a.labels || !a.order)) return Status::NullPointer;
+  for (int64_t t = 0; t < a.n_order; ++t)
+    if (a.order[t] < 0 || a.order[t] >= a.n_patterns || a.order[t] > int64_t(UINT32_MAX)) return Status::BadShape;
+  return a.dtype == DType::Float64 ? epoch<double>(a) : epoch<float>(a);
+}
+
+}  // namespace routed
+}  // namespace perceptrons
