@@ -3,6 +3,7 @@ from .activations import Exp, Sine
 from .encodings import FrequencyEncoding, IdentityEncoding, OneBlobEncoding, SphericalHarmonicsEncoding
 from .fused_mlp import FusedMLP
 from .kan import KAN, KANLinear
+from .routed_mlp import RoutedMLP
 
-__all__ = ["FusedMLP", "KANLinear", "KAN", "Sine", "Exp",
+__all__ = ["FusedMLP", "RoutedMLP", "KANLinear", "KAN", "Sine", "Exp",
            "FrequencyEncoding", "SphericalHarmonicsEncoding", "OneBlobEncoding", "IdentityEncoding"]
