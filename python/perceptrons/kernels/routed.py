@@ -28,10 +28,15 @@ def example_ids_array(example_ids, batch):
     return ids
 
 
-def routing_tuple(routing: Routing, step=0, batch_id=0, example_ids=None):
-    """The routing block the compiled entry points take. `example_ids` must stay alive during the call."""
+def _check_routing(routing):
     if not isinstance(routing, Routing):
         raise TypeError(f"routing: expected a perceptrons.routing.Routing, got {type(routing).__name__}")
+    return routing
+
+
+def routing_tuple(routing: Routing, step=0, batch_id=0, example_ids=None):
+    """The routing block the compiled entry points take. `example_ids` must stay alive during the call."""
+    _check_routing(routing)
     kind, perms, cdf, Q, subperm = routing.sampler.kernel_tables()
     return (routing.M, GRANULARITIES.index(routing.granularity), routing.per == "example",
             routing.seed, routing.step_key(step), check_seed(batch_id, "batch_id"), _ptr(example_ids), kind,
@@ -40,6 +45,7 @@ def routing_tuple(routing: Routing, step=0, batch_id=0, example_ids=None):
 
 def permutations(routing: Routing, example, layer, units, weights, step=0):
     """The (n, M) permutations the kernels draw for blocks (units[b], weights[b]) of `layer`."""
+    _check_routing(routing)
     units = np.ascontiguousarray(units, dtype=np.int64)
     weights = np.ascontiguousarray(weights, dtype=np.int64)
     if units.shape != weights.shape or units.ndim != 1:
@@ -77,7 +83,7 @@ def _copies(spec, M, weights, biases, dtype):
 def mlp_forward(routing, spec: MLPSpec, x, weights, biases=None, step=0, batch_id=0, example_ids=None,
                 training=False):
     """Routed forward: y (M, B, out); with training, also the saved arrays (one per layer, M blocks)."""
-    M = routing.M
+    M = _check_routing(routing).M
     x, stride = _stream_input(x, M, spec.widths[0])
     ws, bs = _copies(spec, M, weights, biases, x.dtype)
     B = x.shape[-2]
@@ -93,7 +99,7 @@ def mlp_forward(routing, spec: MLPSpec, x, weights, biases=None, step=0, batch_i
 def mlp_backward(routing, spec: MLPSpec, dy, x, y, saved, weights, biases=None, step=0, batch_id=0, example_ids=None,
                  need_dx=True):
     """Routed backward. Returns (dx (M, B, in) per stream or None, dweights, dbiases or None)."""
-    M = routing.M
+    M = _check_routing(routing).M
     x, stride = _stream_input(x, M, spec.widths[0])
     ws, bs = _copies(spec, M, weights, biases, x.dtype)
     B = x.shape[-2]
@@ -114,6 +120,7 @@ def mlp_backward(routing, spec: MLPSpec, dy, x, y, saved, weights, biases=None, 
 def committee_epoch(routing, H, patterns, labels, order, eta=1.0, margin=0.0, h_max=0.0, step=0):
     """One online epoch of the routed committee machine on H (M, K, N), in place; returns the number of
     (pattern, stream) updates. patterns (P, N) and labels (P,) hold +-1; order: pattern indices."""
+    _check_routing(routing)
     if not isinstance(H, np.ndarray) or H.dtype not in _DTYPES or H.ndim != 3 or not H.flags.c_contiguous:
         raise TypeError("H: expected a C-contiguous float32/float64 numpy array of shape (M, K, N)")
     M, K, N = H.shape
