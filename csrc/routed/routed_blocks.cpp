@@ -27,12 +27,8 @@ Status check_routing(const RoutingArgs& r) {
 }
 
 void OwnerMap::fill(uint32_t example, bool parallel) {
-  int64_t total = 0, off[mlp::kMaxLayers + 1];
-  for (int l = 0; l < cfg_.n_layers; ++l) {
-    off[l] = total;
-    total += n_blocks(r_.granularity, cfg_.widths[l + 1], cfg_.widths[l]);
-  }
-  off[cfg_.n_layers] = total;
+  const int64_t* off = offset_;
+  const int64_t total = offset_[cfg_.n_layers];
 #pragma omp parallel for schedule(static) if (parallel && total >= 256)
   for (int64_t g = 0; g < total; ++g) {
     int l = 0;

@@ -36,6 +36,7 @@ class OwnerMap {
       offset_[l] = off;
       off += n_blocks(r.granularity, cfg.widths[l + 1], cfg.widths[l]);
     }
+    offset_[cfg.n_layers] = off;
     perms_.resize(size_t(off) * r.M);
   }
   // Draws every block's permutation for this example key; parallel over blocks when `parallel`.
@@ -52,7 +53,7 @@ class OwnerMap {
  private:
   const mlp::MlpConfig& cfg_;
   const RoutingArgs& r_;
-  int64_t offset_[mlp::kMaxLayers] = {};
+  int64_t offset_[mlp::kMaxLayers + 1] = {};  // first block of each layer; [n_layers]: all blocks
   std::vector<int32_t> perms_;
 };
 

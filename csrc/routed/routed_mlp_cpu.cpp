@@ -124,6 +124,12 @@ uint32_t example_key(const RoutingArgs& r, int64_t s) {
   return r.example_ids ? uint32_t(r.example_ids[s]) : uint32_t(s);
 }
 
+Status first_failure(const std::vector<Status>& st) {
+  for (Status s : st)
+    if (s != Status::Ok) return s;
+  return Status::Ok;
+}
+
 // Runs f(m) for every stream: in parallel over streams when there are enough of them, else one after
 // another with each fused call using the threads itself. Returns the first failure.
 template <typename F>
@@ -132,15 +138,7 @@ Status for_streams(int M, int64_t rows, F&& f) {
   const bool parallel = M > 1 && max_threads() > 1 && (M >= max_threads() || rows <= 256);
 #pragma omp parallel for schedule(dynamic, 1) if (parallel)
   for (int m = 0; m < M; ++m) st[size_t(m)] = f(m);
-  for (Status s : st)
-    if (s != Status::Ok) return s;
-  return Status::Ok;
-}
-
-Status first_failure(const std::vector<Status>& st) {
-  for (Status s : st)
-    if (s != Status::Ok) return s;
-  return Status::Ok;
+  return first_failure(st);
 }
 
 // ---- forward ------------------------------------------------------------------------------------

@@ -19,11 +19,10 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-import numpy as np
-
 from . import machine
 from .report import fmt_rate, fmt_ratio, markdown_table, write_results
 from .timing import interleaved
+from .validation import ValidationError, check
 
 # The headline configuration: KANLinear(100, 100), G=5, k=3, float32, 10,000 rows.
 HEADLINE = dict(batch=10_000, width=100, grid_size=5, spline_order=3)
@@ -56,10 +55,6 @@ QUIET_WAIT_BUDGET_S = {True: 10.0, False: 300.0}
 TARGETS = {"training_vs_materialised": 10.0, "saved_fraction_of_materialised": 1 / 50}
 
 
-class ValidationError(RuntimeError):
-    pass
-
-
 @dataclass(frozen=True)
 class Case:
     batch: int
@@ -85,25 +80,11 @@ def cases(quick: bool):
 
 # ---- validation ---------------------------------------------------------------------------------
 
-def _rel_err(got, ref) -> float:
-    got = np.asarray(got.detach().double().numpy() if hasattr(got, "detach") else got, dtype=np.float64)
-    ref = np.asarray(ref.detach().double().numpy() if hasattr(ref, "detach") else ref, dtype=np.float64)
-    if got.shape != ref.shape:
-        return float("inf")
-    scale = max(float(np.abs(ref).max()), 1e-30)
-    return float(np.abs(got - ref).max()) / scale
-
-
 TENSORS = ["y", "dx", "d base_weight", "d spline_weight", "d spline_scaler"]
 
 
 def _check(name: str, got: list, ref: list, errors: dict):
-    errs = [_rel_err(g, r) for g, r in zip(got, ref)]
-    worst = max(errs) if len(got) == len(ref) else float("inf")
-    errors[name] = worst
-    if not worst <= TOLERANCE:
-        raise ValidationError(f"{name}: max relative error {worst:.3g} > {TOLERANCE:g} "
-                              f"({', '.join(f'{t} {e:.2g}' for t, e in zip(TENSORS, errs))})")
+    check(name, got, ref, errors, TOLERANCE, labels=TENSORS)
 
 
 # ---- one case -----------------------------------------------------------------------------------

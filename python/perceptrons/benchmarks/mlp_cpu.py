@@ -11,11 +11,10 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-import numpy as np
-
 from . import machine
 from .report import fmt_rate, fmt_ratio, markdown_table, write_results
 from .timing import interleaved
+from .validation import ValidationError, check
 
 # The issue's headline configuration: a NeRF/SDF-sized MLP, 32 -> 64 -> 64 -> 16, relu.
 HEADLINE = dict(in_features=32, hidden=64, hidden_layers=2, out_features=16, activation="relu")
@@ -45,10 +44,6 @@ NUMPY_SETTLE_S = 0.2
 # The issue's targets at the headline configuration (float32).
 TARGETS = {"inference_vs_eager": 3.0, "inference_vs_compile": 1.3, "inference_peak_fraction": 0.60,
            "training_vs_eager": 2.0}
-
-
-class ValidationError(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -89,22 +84,8 @@ def cases(quick: bool):
 
 # ---- validation ---------------------------------------------------------------------------------
 
-def _rel_err(got, ref) -> float:
-    got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
-    if got.shape != ref.shape:
-        return float("inf")
-    scale = max(float(np.abs(ref).max()), 1e-30)
-    return float(np.abs(got - ref).max()) / scale
-
-
 def _check(name: str, got: list, ref: list, errors: dict):
-    """Records the worst relative error of `name` over its tensors; raises if it is over TOLERANCE."""
-    errs = [_rel_err(g, r) for g, r in zip(got, ref)]
-    worst = max(errs) if len(got) == len(ref) else float("inf")
-    errors[name] = worst
-    if not worst <= TOLERANCE:
-        raise ValidationError(f"{name}: max relative error {worst:.3g} > {TOLERANCE:g} "
-                              f"(per tensor: {', '.join(f'{e:.2g}' for e in errs)})")
+    check(name, got, ref, errors, TOLERANCE)
 
 
 # ---- one case -----------------------------------------------------------------------------------

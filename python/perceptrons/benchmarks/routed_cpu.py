@@ -121,7 +121,6 @@ def _timed(fn):
 
 def main(quick=False, threads=None, out=None):
     threads = threads or os.cpu_count()
-    torch.set_num_threads(threads)
     from .. import set_num_threads
     set_num_threads(threads)
     machine.set_numpy_threads(1)   # the reference is single-threaded numpy; idle BLAS pools must not spin

@@ -17,10 +17,10 @@ def example_ids_array(example_ids, batch):
     """The per-example keys as a contiguous int64 array of length batch (None: 0..batch-1)."""
     if example_ids is None:
         return None
-    ids = np.ascontiguousarray(np.asarray(example_ids), dtype=np.int64) if np.asarray(example_ids).dtype.kind in "iu" \
-        else None
-    if ids is None:
-        raise TypeError(f"example_ids: expected integers, got dtype {np.asarray(example_ids).dtype}")
+    ids = np.asarray(example_ids)
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"example_ids: expected integers, got dtype {ids.dtype}")
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
     if ids.shape != (batch,):
         raise ValueError(f"example_ids: expected shape ({batch},), one id per example, got {ids.shape}")
     if ids.size and (ids.min() < 0 or ids.max() >= 2 ** 32):

@@ -53,6 +53,27 @@ def _activation_of(module: nn.Module, where: str):
     return None
 
 
+def layer_widths(in_features, out_features, hidden_features, hidden_layers):
+    """[in, hidden..., out] from the constructor arguments of the MLP modules, validated."""
+    if isinstance(hidden_features, int):
+        if hidden_layers < 0:
+            raise ValueError(f"hidden_layers: expected >= 0, got {hidden_layers}")
+        hidden = [hidden_features] * hidden_layers
+    else:
+        hidden = [int(h) for h in hidden_features]
+    widths = [in_features, *hidden, out_features]
+    for name, w in zip(["in_features", *[f"hidden_features[{i}]" for i in range(len(hidden))], "out_features"],
+                       widths):
+        if not isinstance(w, int) or w < 1:
+            raise ValueError(f"{name}: expected a positive integer, got {w!r}")
+    from .. import _C
+    for h in hidden:
+        if h > _C.MLP_MAX_HIDDEN_WIDTH:
+            raise ValueError(f"hidden_features: width {h} is not supported; the fused kernels take hidden "
+                             f"widths up to {_C.MLP_MAX_HIDDEN_WIDTH}")
+    return widths
+
+
 class FusedMLP(nn.Module):
     """y = f_out(W_L ... f(W_1 x + b_1) ... + b_L), all layers in one fused kernel.
 
@@ -81,22 +102,7 @@ class FusedMLP(nn.Module):
                  bias: bool = True, device=None, dtype=None, activation_param: Optional[float] = None,
                  output_activation_param: Optional[float] = None):
         super().__init__()
-        if isinstance(hidden_features, int):
-            if hidden_layers < 0:
-                raise ValueError(f"hidden_layers: expected >= 0, got {hidden_layers}")
-            hidden = [hidden_features] * hidden_layers
-        else:
-            hidden = [int(h) for h in hidden_features]
-        widths = [in_features, *hidden, out_features]
-        for name, w in zip(["in_features", *[f"hidden_features[{i}]" for i in range(len(hidden))], "out_features"],
-                           widths):
-            if not isinstance(w, int) or w < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {w!r}")
-        from .. import _C
-        for i, h in enumerate(hidden):
-            if h > _C.MLP_MAX_HIDDEN_WIDTH:
-                raise ValueError(f"hidden_features: width {h} is not supported; the fused kernels take hidden "
-                                 f"widths up to {_C.MLP_MAX_HIDDEN_WIDTH}")
+        widths = layer_widths(in_features, out_features, hidden_features, hidden_layers)
         if dtype is not None and dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
             raise TypeError(f"dtype: expected torch.float32, float64, float16 or bfloat16, got {dtype}")
         self.in_features = in_features

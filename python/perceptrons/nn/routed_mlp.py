@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 from typing import Optional, Sequence, Union
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -12,6 +11,7 @@ from .. import activations as _acts
 from ..ops.mlp import fused_mlp
 from ..ops.routed import RoutedMLPFunction, composite_routed_forward, owner_maps, routing_ints, sampler_tensors
 from ..routing import Routing
+from .fused_mlp import layer_widths
 
 INFERENCE_MODES = ("mean", "copy", "vote", "center")
 
@@ -59,16 +59,7 @@ class RoutedMLP(nn.Module):
         self.routing = Routing(M, Q, granularity=routing, per=per, mode=mode, sampler=sampler, seed=seed)
         self._identity = Routing(M, None, granularity="layer", per="batch", mode="quenched")
         self.M = self.routing.M
-        if isinstance(hidden_features, int):
-            if hidden_layers < 0:
-                raise ValueError(f"hidden_layers: expected >= 0, got {hidden_layers}")
-            hidden = [hidden_features] * hidden_layers
-        else:
-            hidden = [int(h) for h in hidden_features]
-        self.widths = [int(in_features)] + hidden + [int(out_features)]
-        for i, w in enumerate(self.widths):
-            if w < 1:
-                raise ValueError(f"widths[{i}]: expected a positive width, got {w} (widths {self.widths})")
+        self.widths = layer_widths(in_features, out_features, hidden_features, hidden_layers)
         self.activation = _acts.canonical(activation, "activation")
         self.output_activation = _acts.canonical(output_activation, "output_activation")
         self.activation_param = _acts.resolve_param(self.activation, activation_param, "activation_param")

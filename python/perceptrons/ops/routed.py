@@ -22,12 +22,10 @@ from torch import Tensor
 from .. import _C
 from ..kernels import MLPSpec
 from ..routing import GRANULARITIES, Routing
-from .mlp import _DTYPE_CODES, _act_torch, _ptr
-
-_N_INTS = 7  # M, granularity, per_example, seed, step, batch_id, sampler kind
-
+from .mlp import _DTYPE_CODES, _act_torch, _cached_spec, _ptr
 
 def routing_ints(routing: Routing, step: int, batch_id: int) -> List[int]:
+    """M, granularity, per_example, seed, step key, batch id, sampler kind."""
     kind = routing.sampler.kernel_tables()[0]
     return [routing.M, GRANULARITIES.index(routing.granularity), int(routing.per == "example"), routing.seed,
             routing.step_key(step), int(batch_id), int(kind)]
@@ -51,8 +49,9 @@ def _routing_tuple(ints, tables, example_ids):
 
 
 def _spec(x, weights, activation, activation_param, output_activation, output_activation_param):
-    return MLPSpec([x.shape[-1]] + [w.shape[1] for w in weights], activation, output_activation, activation_param,
-                   output_activation_param)
+    # Weights are copy-major (M, out, in); the validated spec is cached like the fused MLP's.
+    return _cached_spec(tuple([int(x.shape[-1])] + [int(w.shape[1]) for w in weights]), activation, activation_param,
+                        output_activation, output_activation_param)
 
 
 def _x_stride(x: Tensor) -> int:
@@ -78,7 +77,9 @@ def routed_mlp_forward_train(x: Tensor, weights: List[Tensor], biases: List[Tens
 @routed_mlp_forward_train.register_fake
 def _(x, weights, biases, ints, tables, example_ids, activation, activation_param, output_activation,
       output_activation_param):
-    spec = _spec(x, weights, activation, activation_param, output_activation, output_activation_param)
+    # Uncached: under tracing the shapes may be symbolic.
+    spec = MLPSpec([x.shape[-1]] + [w.shape[1] for w in weights], activation, output_activation, activation_param,
+                   output_activation_param)
     M, B = ints[0], x.shape[-2]
     return x.new_empty((M, B, spec.widths[-1])), [x.new_empty((M * n,)) for n in spec.saved_numels(B)]
 
