@@ -1,4 +1,4 @@
-"""Command line: `python -m perceptrons info | bench | demo`."""
+"""Command line: `python -m perceptrons info | bench | demo | mcover`."""
 from __future__ import annotations
 
 import argparse
@@ -31,6 +31,14 @@ def main(argv=None) -> int:
                                                     "(default ./perceptrons-demo)")
     p_demo.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's default)")
     p_demo.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    p_mcover = sub.add_parser("mcover", help="M-cover experiment 1 (binary perceptron, routed copies vs independent "
+                                             "and replicated): prints the table")
+    p_mcover.add_argument("--quick", action="store_true", help="N = 201, 4 seeds, 100 epochs: under a minute")
+    p_mcover.add_argument("--seeds", type=int, default=None, help="seeds per point (default 10, quick 4)")
+    p_mcover.add_argument("--N", type=int, default=None, help="inputs, odd (default 301, quick 201)")
+    p_mcover.add_argument("--M", type=int, default=None, help="copies (default 16)")
+    p_mcover.add_argument("--epochs", type=int, default=None, help="epoch budget (default 200, quick 100)")
+    p_mcover.add_argument("--jobs", type=int, default=None, help="worker processes (default: the CPU count)")
     args = parser.parse_args(argv)
     if args.command == "info":
         from .info import collect, format_info
@@ -47,6 +55,13 @@ def main(argv=None) -> int:
         from .demo import main as demo_main
         return demo_main(image=args.image, steps=args.steps, size=args.size, out=args.out, threads=args.threads,
                          seed=args.seed)
+    if args.command == "mcover":
+        from .mcover.quick import main as mcover_main
+        try:
+            return mcover_main(quick=args.quick, seeds=args.seeds, jobs=args.jobs, N=args.N, M=args.M,
+                               epochs=args.epochs)
+        except ValueError as e:
+            parser.error(f"mcover: {e}")
     parser.print_help()
     return 0
 
