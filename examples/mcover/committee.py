@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import asdict
 
 import numpy as np
 
@@ -92,7 +93,7 @@ def write(out, argv, a, rule, seeds, runs, wall):
     stats.write_json(os.path.join(out, "committee.json"), {
         "experiment": "binary committee machine storage on the M-cover (examples/mcover/committee.py)",
         "command": "python examples/mcover/committee.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "N": a.N, "M": M, "rule": sweep.rule_dict(rule), "seeds": seeds,
+        "N": a.N, "M": M, "rule": asdict(rule), "seeds": seeds,
         "lambda2": {"sigma1": stats.lambda2_of(Arm("routed", sigma=1.0).mixing(M)), "uniform": 0.0},
         "wall_s": wall, "summary": rows, "runs": runs})
     text = markdown(rows)

@@ -28,11 +28,12 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import asdict
 
 import numpy as np
 
 import common
-from perceptrons.mcover import binary, stats, sweep
+from perceptrons.mcover import stats, sweep
 from perceptrons.mcover.binary import Arm, Rule
 
 SIGMAS = (0.5, 1.0, 2.0, 4.0, None)              # None: uniform Q
@@ -58,7 +59,7 @@ def sweep_arms():
             Arm("replicated", gamma0=0.03 / 100, gamma_end=0.03)]
 
 
-def tune_rule(N, epochs, jobs, n_seeds=2, alphas=(1.0, 1.4)):
+def tune_rule(N, epochs, jobs, n_seeds=2, alphas=SWEEP_ALPHAS):
     """Chooses (margin, h_max) for the independent arm on tuning seeds; returns the rule and the table."""
     table = []
     for cfg in RULE_GRID:
@@ -127,7 +128,7 @@ def plot(rows, path):
             ax.set_xlabel("α = P/N")
             if i == 0:
                 ax.legend(fontsize=7)
-    # bottom row: absolute errors of the independent arm and the M sweep at alpha 1.0 / 1.4
+    # bottom row: absolute errors of the independent arm and the M sweep at SWEEP_ALPHAS
     ax = axes[-1, 0]
     for m, label in metrics:
         pts = sorted((r for r in main if r["arm"] == "independent"), key=lambda r: r["alpha"])
@@ -163,7 +164,7 @@ def main(argv=None):
     alphas, arms, m_sweep = ALPHAS, main_arms(), M_SWEEP
     if a.quick:
         alphas, arms, m_sweep = SWEEP_ALPHAS, main_arms((1.0, None), (0.03,)), (4, 16)
-    rule, tuning = tune_rule(a.N, a.epochs, a.jobs, alphas=SWEEP_ALPHAS)
+    rule, tuning = tune_rule(a.N, a.epochs, a.jobs)
     print(f"rule (tuned on independent copies, tuning seeds): {rule}", flush=True)
     seeds = stats.seeds(a.seeds)
     runs = sweep.run_grid(sweep.perceptron_job, {"alpha": alphas, "M": (M_MAIN,)}, arms, seeds, rule, jobs=a.jobs,
@@ -176,7 +177,7 @@ def main(argv=None):
     stats.write_json(os.path.join(out, "perceptron.json"), {
         "experiment": "teacher-student binary perceptron on the M-cover (examples/mcover/perceptron.py)",
         "command": "python examples/mcover/perceptron.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "N": a.N, "rule": sweep.rule_dict(rule), "rule_tuning": tuning, "seeds": seeds, "lambda2": lam,
+        "N": a.N, "rule": asdict(rule), "rule_tuning": tuning, "seeds": seeds, "lambda2": lam,
         "wall_s": wall, "summary": rows, "runs": runs})
     text = markdown(rows, lam)
     with open(os.path.join(out, "perceptron.md"), "w") as f:

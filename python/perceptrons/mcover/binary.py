@@ -157,6 +157,11 @@ def _couple(H: np.ndarray, gamma: float) -> None:
     H += min(gamma, 1.0) * (H.mean(axis=0, keepdims=True) - H)
 
 
+def _copies_agree(H: np.ndarray) -> bool:
+    w = signs(H)
+    return bool((w == w[:1]).all())
+
+
 def train(arm: Arm, problem: Problem, M: int, K: int, rule: Rule, seed: int,
           stop_when_solved: bool = False) -> dict:
     """Trains the M copies of the arm on the problem; returns the final hidden states and the
@@ -187,7 +192,7 @@ def train(arm: Arm, problem: Problem, M: int, K: int, rule: Rule, seed: int,
             if (committee_outputs(signs(H), X) == y[None, :]).all(axis=1).any():
                 solved_at = epochs_run
                 break
-        if updates == 0 and (arm.kind != "replicated" or (signs(H) == signs(H[:1])).all()):
+        if updates == 0 and (arm.kind != "replicated" or _copies_agree(H)):
             break
     cover_errors = routed_kernels.committee_epoch(routing, H, X, y, np.arange(P), 0.0, 0.0, 0.0, step=epochs_run)
     return {"H": H, "epochs": epochs_run, "last_epoch_updates": updates / (P * M),

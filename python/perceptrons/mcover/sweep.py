@@ -3,9 +3,9 @@ processes, and summarises them against the independent-copies arm (paired by see
 seed share the data, the teacher and the initial hidden states)."""
 from __future__ import annotations
 
+import contextlib
 import itertools
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict
 from typing import Callable, Dict, List, Sequence
 
 from .. import set_num_threads
@@ -59,16 +59,12 @@ def run_grid(job_fn: Callable[[dict], dict], grid: Dict[str, Sequence], arms: Se
             for seed in seeds:
                 work.append((job_fn, dict(zip(keys, values), arm=arm, seed=seed, rule=rule, **fixed),
                              1 if jobs > 1 else threads))
-    if jobs == 1:
+    # One process: map in place; several: a pool whose map yields results in the order of `work`.
+    pool = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else None
+    with pool or contextlib.nullcontext():
+        results = pool.map(_run_one, work, chunksize=4) if pool else map(_run_one, work)
         out = []
-        for i, w in enumerate(work):
-            out.append(_run_one(w))
-            if progress and (i + 1) % 50 == 0:
-                print(f"  {i + 1}/{len(work)} runs", flush=True)
-        return out
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        out = []
-        for i, r in enumerate(pool.map(_run_one, work, chunksize=4)):
+        for i, r in enumerate(results):
             out.append(r)
             if progress and (i + 1) % 50 == 0:
                 print(f"  {i + 1}/{len(work)} runs", flush=True)
@@ -99,7 +95,3 @@ def summarise(runs: List[dict], point_keys: Sequence[str], metrics: Sequence[str
                 row["vs_" + baseline][m] = d
         rows.append(row)
     return rows
-
-
-def rule_dict(rule: binary.Rule) -> dict:
-    return asdict(rule)
