@@ -14,6 +14,7 @@
 #include "common/build_info.h"
 #include "common/cpu_isa.h"
 #include "common/cuda_device.h"
+#include "encodings/encodings.h"
 #include "kan/kan.h"
 #include "mlp/mlp.h"
 #include "mlp/mlp_cpu_layout.h"
@@ -69,6 +70,47 @@ mlp::MlpConfig make_config(int dtype, const std::vector<int64_t>& widths, int ac
   c.dtype = mlp::DType(dtype);
   raise_on(cuda ? mlp::cuda_layout::cuda_supported(c) : mlp::validate_config(c), "mlp config");
   return c;
+}
+
+// An encoding as the flat list the Python layer builds (perceptrons.kernels.encodings.EncodingSpec.codes):
+// [n_ones, then per part: kind, n_dims, n, scale, offset]. An empty list: no encoding.
+enc::EncodingConfig encoding_from_codes(const std::vector<double>& codes) {
+  enc::EncodingConfig c;
+  if (codes.empty()) return c;
+  if ((codes.size() - 1) % 5 != 0 || codes.size() < 6)
+    throw py::value_error("encoding: expected [n_ones, (kind, n_dims, n, scale, offset) per part], got " +
+                          std::to_string(codes.size()) + " numbers");
+  const size_t parts = (codes.size() - 1) / 5;
+  if (parts > size_t(enc::kMaxParts))
+    throw py::value_error("encoding: at most " + std::to_string(enc::kMaxParts) + " parts, got " + std::to_string(parts));
+  auto as_int = [](double v, const char* what) {
+    if (!(v >= 0 && v <= 1e6) || v != double(int(v)))
+      throw py::value_error(std::string("encoding: ") + what + " must be a small non-negative integer");
+    return int(v);
+  };
+  c.n_ones = as_int(codes[0], "n_ones");
+  c.n_parts = int(parts);
+  for (size_t p = 0; p < parts; ++p) {
+    const double* q = codes.data() + 1 + 5 * p;
+    const int kind = as_int(q[0], "kind");
+    if (kind > int(enc::Kind::OneBlob)) throw py::value_error("encoding: unknown kind " + std::to_string(kind));
+    c.parts[p].kind = enc::Kind(kind);
+    c.parts[p].n_dims = as_int(q[1], "n_dims");
+    c.parts[p].n = as_int(q[2], "n");
+    c.parts[p].scale = q[3];
+    c.parts[p].offset = q[4];
+  }
+  raise_on(enc::validate_encoding(c), "encoding");
+  return c;
+}
+
+// Adds the encoding to an MLP config made by make_config and checks that the two fit together.
+void set_encoding(mlp::MlpConfig& c, const std::vector<double>& codes) {
+  c.encoding = encoding_from_codes(codes);
+  if (mlp::has_encoding(c) && enc::n_outputs(c.encoding) != c.widths[0])
+    throw py::value_error("encoding: produces " + std::to_string(enc::n_outputs(c.encoding)) +
+                          " columns but widths[0] is " + std::to_string(c.widths[0]));
+  raise_on(mlp::validate_config(c), "mlp config");
 }
 
 void fill_params(mlp::MlpParams& p, const mlp::MlpConfig& c, const std::vector<uint64_t>& weights,
@@ -295,9 +337,10 @@ PYBIND11_MODULE(_C, m) {
   m.def("mlp_forward_cpu",
         [](int dtype, const std::vector<int64_t>& widths, int act, double act_p, int out_act, double out_p,
            int64_t batch, uint64_t x, const std::vector<uint64_t>& weights, const std::vector<uint64_t>& biases,
-           uint64_t y, const std::vector<uint64_t>& saved) {
+           uint64_t y, const std::vector<uint64_t>& saved, const std::vector<double>& encoding) {
           mlp::MlpForwardArgs a = forward_args(dtype, widths, act, act_p, out_act, out_p, batch, x, weights, biases,
                                                y, saved, false);
+          set_encoding(a.cfg, encoding);
           Status s;
           {
             py::gil_scoped_release nogil;
@@ -308,15 +351,19 @@ PYBIND11_MODULE(_C, m) {
         py::arg("dtype"), py::arg("widths"), py::arg("activation"), py::arg("activation_param"),
         py::arg("output_activation"), py::arg("output_activation_param"), py::arg("batch"), py::arg("x"),
         py::arg("weights"), py::arg("biases"), py::arg("y"), py::arg("saved"),
+        py::arg("encoding") = std::vector<double>(),
         "Fused MLP forward. saved=[]: inference (only y is written); else the training forward, which "
-        "fills saved[l] (mlp_saved_numels elements) for backward.");
+        "fills saved[l] (mlp_saved_numels elements) for backward. encoding: an input encoding run in the "
+        "input stage (x is then the raw inputs), [] for none.");
 
   m.def("mlp_backward_cpu",
         [](int dtype, const std::vector<int64_t>& widths, int act, double act_p, int out_act, double out_p,
            int64_t batch, uint64_t x, uint64_t y, const std::vector<uint64_t>& saved, uint64_t dy, const std::vector<uint64_t>& weights,
-           uint64_t dx, const std::vector<uint64_t>& dweights, const std::vector<uint64_t>& dbiases) {
+           uint64_t dx, const std::vector<uint64_t>& dweights, const std::vector<uint64_t>& dbiases,
+           const std::vector<double>& encoding) {
           mlp::MlpBackwardArgs a = backward_args(dtype, widths, act, act_p, out_act, out_p, batch, x, y, saved, dy,
                                                  weights, {}, dx, dweights, dbiases, false);
+          set_encoding(a.cfg, encoding);
           Status s;
           {
             py::gil_scoped_release nogil;
@@ -327,8 +374,43 @@ PYBIND11_MODULE(_C, m) {
         py::arg("dtype"), py::arg("widths"), py::arg("activation"), py::arg("activation_param"),
         py::arg("output_activation"), py::arg("output_activation_param"), py::arg("batch"), py::arg("x"),
         py::arg("y"), py::arg("saved"), py::arg("dy"), py::arg("weights"), py::arg("dx"), py::arg("dweights"),
-        py::arg("dbiases"),
+        py::arg("dbiases"), py::arg("encoding") = std::vector<double>(),
         "Fused MLP backward: dx (0: not wanted), per-layer weight and bias gradients (0: not wanted).");
+
+  // ---- input encodings, CPU --------------------------------------------------------------------
+  m.attr("ENCODING_MAX_PARTS") = enc::kMaxParts;
+  m.attr("ENCODING_MAX_FREQUENCIES") = enc::kMaxFrequencies;
+  m.attr("ENCODING_MAX_SH_DEGREE") = enc::kMaxShDegree;
+  m.attr("ENCODING_MAX_BINS") = enc::kMaxBins;
+  m.attr("ENCODING_MAX_ONES") = enc::kMaxOnes;
+
+  m.def("encoding_forward_cpu",
+        [](const std::vector<double>& encoding, int dtype, int64_t batch, uint64_t x, uint64_t y) {
+          const enc::EncodingConfig c = encoding_from_codes(encoding);
+          if (c.n_parts == 0) throw py::value_error("encoding: expected at least one part, got none");
+          Status s;
+          {
+            py::gil_scoped_release nogil;
+            s = enc::encoding_forward_cpu(c, DType(dtype), batch, ptr(x), const_cast<void*>(ptr(y)));
+          }
+          raise_on(s, "encoding_forward_cpu");
+        },
+        py::arg("encoding"), py::arg("dtype"), py::arg("batch"), py::arg("x"), py::arg("y"),
+        "Input encoding: y (batch, n_outputs) from x (batch, n_inputs), float32 (0) or float64 (1).");
+
+  m.def("encoding_backward_cpu",
+        [](const std::vector<double>& encoding, int dtype, int64_t batch, uint64_t x, uint64_t dy, uint64_t dx) {
+          const enc::EncodingConfig c = encoding_from_codes(encoding);
+          if (c.n_parts == 0) throw py::value_error("encoding: expected at least one part, got none");
+          Status s;
+          {
+            py::gil_scoped_release nogil;
+            s = enc::encoding_backward_cpu(c, DType(dtype), batch, ptr(x), ptr(dy), const_cast<void*>(ptr(dx)));
+          }
+          raise_on(s, "encoding_backward_cpu");
+        },
+        py::arg("encoding"), py::arg("dtype"), py::arg("batch"), py::arg("x"), py::arg("dy"), py::arg("dx"),
+        "Input gradient of an encoding: dx = J(x)^T dy.");
 
   // ---- routed replicas (M-cover), CPU ----------------------------------------------------------
   m.attr("ROUTED_MAX_COPIES") = routed::kMaxCopies;

@@ -1,9 +1,10 @@
 // C++ API of the fused MLP: plain structs of pointers and sizes, no torch, no Python.
 // A backend (CPU now, CUDA later) implements mlp_forward_* / mlp_backward_* on these structs.
 //
-// Network: y = f_out(W_{L-1} ... f(W_0 x + b_0) ... + b_{L-1}), nn.Linear layout: W_l is
-// (widths[l+1], widths[l]) row-major, b_l is (widths[l+1]) or null. x is (batch, widths[0]) and y
-// is (batch, widths[L]), both row-major and contiguous.
+// Network: y = f_out(W_{L-1} ... f(W_0 e(x) + b_0) ... + b_{L-1}), nn.Linear layout: W_l is
+// (widths[l+1], widths[l]) row-major, b_l is (widths[l+1]) or null. e is the optional input encoding
+// (identity when cfg.encoding has no parts). x is (batch, mlp_n_inputs(cfg)) and y is
+// (batch, widths[L]), both row-major and contiguous.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -11,6 +12,7 @@
 #include "common/activations.h"
 #include "common/dtype.h"
 #include "common/status.h"
+#include "encodings/encodings.h"
 
 namespace perceptrons {
 namespace mlp {
@@ -29,7 +31,14 @@ struct MlpConfig {
   Activation output_activation = Activation::None;
   double output_activation_param = 0.0;
   DType dtype = DType::Float32;
+  // Optional input encoding (csrc/encodings/encodings.h), run in the kernel's input stage: x is then
+  // (batch, n_inputs(encoding)) and widths[0] = n_outputs(encoding). n_parts = 0: x is the layer input.
+  enc::EncodingConfig encoding;
 };
+
+inline bool has_encoding(const MlpConfig& c) { return c.encoding.n_parts > 0; }
+// Width of the rows of x (and dx): the raw inputs when an encoding runs first.
+inline int mlp_n_inputs(const MlpConfig& c) { return has_encoding(c) ? enc::n_inputs(c.encoding) : c.widths[0]; }
 
 struct MlpParams {
   const void* weights[kMaxLayers] = {};  // required

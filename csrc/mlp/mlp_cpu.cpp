@@ -18,6 +18,11 @@ Status validate_config(const MlpConfig& c) {
   if (!activation_valid(int(c.activation)) || !activation_valid(int(c.output_activation)))
     return Status::BadActivation;
   if (c.dtype != DType::Float32 && c.dtype != DType::Float64) return Status::BadDtype;
+  if (has_encoding(c)) {
+    const Status s = enc::validate_encoding(c.encoding);
+    if (s != Status::Ok) return s;
+    if (enc::n_outputs(c.encoding) != c.widths[0]) return Status::BadShape;
+  }
   return Status::Ok;
 }
 

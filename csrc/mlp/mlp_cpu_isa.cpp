@@ -5,6 +5,11 @@
 // All activations are row-major with rows padded to kPad; every layer is one register-blocked GEMM
 // (common/cpu_simd.h) against weights packed once per call.
 //
+// An input encoding (cfg.encoding) runs in the input stage: each tile's rows are encoded into a tile
+// buffer just before layer 0 reads them, in the forward and again in the backward (where layer 0's
+// weight gradient needs them and dL/dx goes back through the encoding), so no encoded row is ever
+// written to memory.
+//
 // Weight gradients: each of n_slots(batch) slots owns a contiguous range of tiles and accumulates
 // their outer products in its own buffer, in order; slots are summed in slot order at the end. The
 // slot count depends on the batch only, so the bits do not change with the thread count.
@@ -18,6 +23,7 @@
 #endif
 
 #include "common/activations.h"
+#include "encodings/encodings_math.h"
 
 namespace perceptrons {
 namespace mlp {
@@ -102,6 +108,15 @@ void scale_by_activation_grad(Activation act, T p, bool from_input, int rows, in
   });
 }
 
+// The encoded rows of x (rows x n_in) into a column-major tile: element (r, j) at tile[j * kTileRows + r].
+// Column-major because the encodings compute one column for all rows at a time (vector stores), and
+// the GEMMs take either orientation of their A operand. The buffer holds kTileRows * tile_ld >=
+// kTileRows * width elements.
+template <typename T>
+void encode_tile(const enc::EncodingConfig& e, const T* x, int rows, int n_in, T* tile) {
+  enc::encode_rows(e, x, n_in, rows, tile, 1, kTileRows);
+}
+
 inline Epi epilogue_for(Activation a) {
   return a == Activation::ReLU ? Epi::ReLU : a == Activation::LeakyReLU ? Epi::Leaky : Epi::Store;
 }
@@ -164,14 +179,21 @@ void forward_tile(const Net<T>& n, const MlpForwardArgs& args, const Layout& lay
   constexpr int VL = Simd<T>::L;
   const T* x = static_cast<const T*>(args.x);
   T* y = static_cast<T*>(args.y);
-  const T* in = x + r0 * n.w(0);
-  long ld_in = n.w(0);
+  const int n_in = mlp_n_inputs(*n.cfg);
+  const T* in = x + r0 * n_in;
+  long ld_in = n_in, cs_in = 1;  // the layer input's row and column strides
   // x usually comes from memory: ask for the next tile's rows now so they arrive during this tile.
   if (r0 + rows < args.batch) {
     const int64_t next = args.batch - (r0 + rows) < kTileRows ? args.batch - (r0 + rows) : kTileRows;
-    const char* p0 = reinterpret_cast<const char*>(x + (r0 + rows) * n.w(0));
-    const long bytes = long(next) * n.w(0) * long(sizeof(T));
+    const char* p0 = reinterpret_cast<const char*>(x + (r0 + rows) * n_in);
+    const long bytes = long(next) * n_in * long(sizeof(T));
     for (long off = 0; off < bytes; off += 64) __builtin_prefetch(p0 + off, 0, 2);
+  }
+  if (has_encoding(*n.cfg)) {  // layer 0 reads the encoded rows from bufB (and writes to bufA)
+    encode_tile<T>(n.cfg->encoding, x + r0 * n_in, rows, n_in, bufB);
+    in = bufB;
+    ld_in = 1;
+    cs_in = kTileRows;
   }
   for (int l = 0; l < n.L; ++l) {
     const bool last = l == n.L - 1;
@@ -204,7 +226,7 @@ void forward_tile(const Net<T>& n, const MlpForwardArgs& args, const Layout& lay
         for (long q = n_store_z; q < ld_z; ++q) z_dst[r * ld_z + q] = T(0);
     }
     const bool fused_act = epilogue_applies(act) && !keep_z;
-    gemm<T>(rows, wo, wi, in, ld_in, 1, ws + lay.packed_w[l], pad(wo), z_dst, ld_z, n_store_z,
+    gemm<T>(rows, wo, wi, in, ld_in, cs_in, ws + lay.packed_w[l], pad(wo), z_dst, ld_z, n_store_z,
             Init::Row, ws + lay.packed_b[l], fused_act ? epilogue_for(act) : Epi::Store, p);
     const T* h = z_dst;
     long ld_h = ld_z;
@@ -230,6 +252,7 @@ void forward_tile(const Net<T>& n, const MlpForwardArgs& args, const Layout& lay
     }
     in = h;
     ld_in = ld_h;
+    cs_in = 1;
   }
 }
 
@@ -280,6 +303,7 @@ void backward_tile(const Net<T>& n, const MlpBackwardArgs& args, const Layout& l
   const T* dy = static_cast<const T*>(args.dy);
   T* dx = static_cast<T*>(args.dx);
   const long ldt = lay.tile_ld;
+  const int n_in = mlp_n_inputs(c);
   auto saved_rows = [&](int l) {  // saved rows of layer l's output, starting at this tile
     return static_cast<const T*>(args.saved[l]) + r0 * saved_row_stride(n.w(l + 1));
   };
@@ -321,8 +345,13 @@ void backward_tile(const Net<T>& n, const MlpBackwardArgs& args, const Layout& l
     const int wi = n.w(l), wo = n.w(l + 1);
     // The layer's input activations h (rows x wi).
     const T* h;
-    long ld_h;
-    if (l == 0) {
+    long ld_h, cs_h = 1;  // row and column strides of h
+    if (l == 0 && has_encoding(c)) {
+      encode_tile<T>(c.encoding, x + r0 * n_in, rows, n_in, bufH);
+      h = bufH;
+      ld_h = 1;
+      cs_h = kTileRows;
+    } else if (l == 0) {
       h = x + r0 * wi;
       ld_h = wi;
     } else if (activation_needs_preactivation(n.act)) {
@@ -340,8 +369,8 @@ void backward_tile(const Net<T>& n, const MlpBackwardArgs& args, const Layout& l
       if (cpu::dw_vector_over_input(c, l))  // acc is dW (wo x pad(wi))
         gemm<T>(wo, wi, rows, g, 1, ldt, h, ld_h, acc, pad(wi), int(pad(wi)), Init::Load, nullptr,
                 Epi::Store, T(0));
-      else  // acc is dW^T (wi x pad(wo))
-        gemm<T>(wi, wo, rows, h, 1, ld_h, g, ldt, acc, pad(wo), int(pad(wo)), Init::Load, nullptr,
+      else  // acc is dW^T (wi x pad(wo)) = h^T g
+        gemm<T>(wi, wo, rows, h, cs_h, ld_h, g, ldt, acc, pad(wo), int(pad(wo)), Init::Load, nullptr,
                 Epi::Store, T(0));
     }
     if (args.dbiases[l]) {
@@ -354,11 +383,15 @@ void backward_tile(const Net<T>& n, const MlpBackwardArgs& args, const Layout& l
       }
     }
     if (l == 0 && !dx) break;
-    T* dst = l == 0 ? dx + r0 * wi : g2;
-    const long ld_dst = l == 0 ? wi : ldt;
-    const int n_store = l == 0 ? wi : (wi + VL - 1) / VL * VL;
+    // dL/d(layer input): into dx directly, or into g2 when it is an encoding's output (or a hidden layer).
+    const bool to_dx = l == 0 && !has_encoding(c);
+    T* dst = to_dx ? dx + r0 * wi : g2;
+    const long ld_dst = to_dx ? wi : ldt;
+    const int n_store = to_dx ? wi : (wi + VL - 1) / VL * VL;
     gemm<T>(rows, wi, wo, g, ldt, 1, ws + lay.packed_w[l], pad(wi), dst, ld_dst, n_store, Init::Zero,
             nullptr, Epi::Store, T(0));
+    if (l == 0 && !to_dx)
+      enc::encode_rows_backward(c.encoding, x + r0 * n_in, n_in, rows, g2, ldt, 1, dx + r0 * n_in);
     if (l > 0) {
       const bool from_z = activation_needs_preactivation(n.act);
       scale_by_activation_grad<T>(n.act, n.p, from_z, rows, wi, saved_rows(l - 1), saved_row_stride(wi),

@@ -23,7 +23,7 @@ inline int n_slots(int64_t batch) {
 }
 
 // The weight-gradient GEMM puts the SIMD lanes on the longer side of W. The layer input is a padded
-// tile only for l >= 1 (layer 0 reads the user's x, whose rows are not padded).
+// tile only for l >= 1 (layer 0 reads the user's x, whose rows are not padded, or its encoding).
 inline bool dw_vector_over_input(const MlpConfig& c, int l) {
   return l >= 1 && c.widths[l] > c.widths[l + 1];
 }
@@ -57,6 +57,9 @@ inline Layout make_layout(const MlpConfig& c, int64_t batch, int n_threads, bool
   }
   int64_t ld = 0;
   for (int l = 1; l <= c.n_layers; ++l) ld = pad(c.widths[l]) > ld ? pad(c.widths[l]) : ld;
+  // An encoded input is staged in a tile buffer (forward: the layer-0 input, column-major; backward:
+  // it and its gradient), so the tiles must hold it too.
+  if (has_encoding(c) && pad(c.widths[0]) > ld) ld = pad(c.widths[0]);
   L.tile_ld = ld;
   L.n_tile_buffers = backward ? 3 : 2;
   L.per_thread = L.n_tile_buffers * kTileRows * ld;

@@ -49,6 +49,7 @@ inline bool hidden_width_ok(int w) { return w == 16 || w == 32 || w == 64 || w =
 inline Status cuda_supported(const MlpConfig& c) {
   if (c.dtype != DType::Float16 && c.dtype != DType::BFloat16) return Status::BadDtype;
   if (c.n_layers < 2) return Status::Unsupported;
+  if (has_encoding(c)) return Status::Unsupported;  // the CUDA kernels have no input-encoding stage yet
   if (c.n_layers > kMaxLayers) return Status::TooManyLayers;
   const int w = c.widths[1];
   for (int l = 1; l < c.n_layers; ++l)

@@ -24,7 +24,8 @@ def collect() -> dict:
         "cuda_archs": b["cuda_archs"].split(",") if b["cuda"] else [],
         "cuda_compiler": b["cuda_compiler"],
         "cuda": _C.cuda_probe(),
-        "kernels": {"mlp": {"cpu": True, "cuda": bool(b["cuda"])}, "kan": {"cpu": True, "cuda": False},
+        "kernels": {"mlp": {"cpu": True, "cuda": bool(b["cuda"])}, "encodings": {"cpu": True, "cuda": False},
+                    "kan": {"cpu": True, "cuda": False},
                     "routed": {"cpu": True, "cuda": False}},
     }
     try:

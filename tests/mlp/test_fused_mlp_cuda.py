@@ -281,12 +281,12 @@ def test_opcheck_on_cuda(dtype):
     tw, tb, _, _ = cuda_net([5, 32, 32, 3], dtype, 2, "tanh")
     x = torch.rand(37, 5, device="cuda", dtype=dtype)
     args = ("tanh", 0.0, "sigmoid", 0.0)
-    torch.library.opcheck(mlp_ops.mlp_forward, (x, tw, tb, *args))
-    torch.library.opcheck(mlp_ops.mlp_forward_train, (x, tw, tb, *args))
-    y, saved = mlp_ops.mlp_forward_train(x, tw, tb, *args)
+    torch.library.opcheck(mlp_ops.mlp_forward, (x, tw, tb, *args, []))
+    torch.library.opcheck(mlp_ops.mlp_forward_train, (x, tw, tb, *args, []))
+    y, saved = mlp_ops.mlp_forward_train(x, tw, tb, *args, [])
     dy = torch.rand_like(y)
-    torch.library.opcheck(mlp_ops.mlp_backward, (dy, x, y, saved, tw, tb, *args, True))
-    torch.library.opcheck(mlp_ops.mlp_backward, (dy, x, y, saved, tw, tb, *args, False))
+    torch.library.opcheck(mlp_ops.mlp_backward, (dy, x, y, saved, tw, tb, *args, True, []))
+    torch.library.opcheck(mlp_ops.mlp_backward, (dy, x, y, saved, tw, tb, *args, False, []))
 
 
 def test_double_backward_and_torch_func_on_cuda():

@@ -273,9 +273,9 @@ def test_opcheck_on_every_op():
     weights = [torch.randn(8, 3, dtype=F64), torch.randn(2, 8, dtype=F64)]
     biases = [torch.randn(8, dtype=F64), torch.empty(0, dtype=F64)]
     args = ("silu", 0.0, "sine", 30.0)
-    torch.library.opcheck(mlp_ops.mlp_forward, (x, weights, biases, *args))
-    torch.library.opcheck(mlp_ops.mlp_forward_train, (x, weights, biases, *args))
-    y, saved = mlp_ops.mlp_forward_train(x, weights, biases, *args)
+    torch.library.opcheck(mlp_ops.mlp_forward, (x, weights, biases, *args, []))
+    torch.library.opcheck(mlp_ops.mlp_forward_train, (x, weights, biases, *args, []))
+    y, saved = mlp_ops.mlp_forward_train(x, weights, biases, *args, [])
     dy = torch.randn_like(y)
-    torch.library.opcheck(mlp_ops.mlp_backward, (dy, x, y, saved, weights, biases, *args, True))
-    torch.library.opcheck(mlp_ops.mlp_backward, (dy, x, y, saved, weights, biases, *args, False))
+    torch.library.opcheck(mlp_ops.mlp_backward, (dy, x, y, saved, weights, biases, *args, True, []))
+    torch.library.opcheck(mlp_ops.mlp_backward, (dy, x, y, saved, weights, biases, *args, False, []))

@@ -31,6 +31,9 @@ from torch import Tensor
 from .. import _C
 from .. import activations as _acts
 from ..kernels import MLPSpec
+from ..kernels.encodings import EncodingSpec
+from .encodings import check_input as _check_encoding_input
+from .encodings import composite_encode, composite_encode_backward, spec_of
 
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
 _CUDA_DTYPE_CODES = {torch.float16: 2, torch.bfloat16: 3}
@@ -38,7 +41,8 @@ _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def _widths(x: Tensor, weights: Sequence[Tensor]):
-    return [int(x.shape[1])] + [int(w.shape[0]) for w in weights]
+    # weights[0]'s fan-in, not x's width: with an input encoding x holds the raw inputs.
+    return [int(weights[0].shape[1])] + [int(w.shape[0]) for w in weights]
 
 
 @functools.lru_cache(maxsize=512)
@@ -115,12 +119,12 @@ def _workspace(x: Tensor, spec: MLPSpec, backward: bool) -> Tensor:
 
 @torch.library.custom_op("perceptrons::mlp_forward", mutates_args=(), device_types="cpu")
 def mlp_forward(x: Tensor, weights: list[Tensor], biases: list[Tensor], activation: str, activation_param: float,
-                output_activation: str, output_activation_param: float) -> Tensor:
+                output_activation: str, output_activation_param: float, encoding: list[float]) -> Tensor:
     _check_cpu(x)
     spec = _spec(x, weights, activation, activation_param, output_activation, output_activation_param)
     y = x.new_empty((x.shape[0], spec.widths[-1]))
     _C.mlp_forward_cpu(_DTYPE_CODES[x.dtype], spec.widths, *spec.codes(), x.shape[0], _ptr(x),
-                       [_ptr(w) for w in weights], [_ptr(b) for b in biases], _ptr(y), [])
+                       [_ptr(w) for w in weights], [_ptr(b) for b in biases], _ptr(y), [], list(encoding))
     return y
 
 
@@ -136,40 +140,48 @@ def _forward_cuda(x, weights, biases, spec, saved):
     return y
 
 
+def _no_cuda_encoding(encoding):
+    if encoding:  # fused_mlp sends encoded CUDA calls to the composite path; never here
+        raise RuntimeError("perceptrons.mlp: the CUDA kernels have no input-encoding stage")
+
+
 @mlp_forward.register_kernel("cuda")
-def _(x, weights, biases, activation, activation_param, output_activation, output_activation_param):
+def _(x, weights, biases, activation, activation_param, output_activation, output_activation_param, encoding):
+    _no_cuda_encoding(encoding)
     spec = _spec(x, weights, activation, activation_param, output_activation, output_activation_param)
     return _forward_cuda(x, weights, biases, spec, [])
 
 
 @mlp_forward.register_fake
-def _(x, weights, biases, activation, activation_param, output_activation, output_activation_param):
+def _(x, weights, biases, activation, activation_param, output_activation, output_activation_param, encoding):
     return x.new_empty((x.shape[0], weights[-1].shape[0]))
 
 
 @torch.library.custom_op("perceptrons::mlp_forward_train", mutates_args=(), device_types="cpu")
 def mlp_forward_train(x: Tensor, weights: list[Tensor], biases: list[Tensor], activation: str,
                       activation_param: float, output_activation: str,
-                      output_activation_param: float) -> tuple[Tensor, list[Tensor]]:
+                      output_activation_param: float, encoding: list[float]) -> tuple[Tensor, list[Tensor]]:
     _check_cpu(x)
     spec = _spec(x, weights, activation, activation_param, output_activation, output_activation_param)
     y = x.new_empty((x.shape[0], spec.widths[-1]))
     saved = [x.new_empty((n,)) for n in spec.saved_numels(x.shape[0])]
     _C.mlp_forward_cpu(_DTYPE_CODES[x.dtype], spec.widths, *spec.codes(), x.shape[0], _ptr(x),
-                       [_ptr(w) for w in weights], [_ptr(b) for b in biases], _ptr(y), [_ptr(s) for s in saved])
+                       [_ptr(w) for w in weights], [_ptr(b) for b in biases], _ptr(y), [_ptr(s) for s in saved],
+                       list(encoding))
     return y, saved
 
 
 @mlp_forward_train.register_kernel("cuda")
-def _(x, weights, biases, activation, activation_param, output_activation, output_activation_param):
+def _(x, weights, biases, activation, activation_param, output_activation, output_activation_param, encoding):
+    _no_cuda_encoding(encoding)
     spec = _spec(x, weights, activation, activation_param, output_activation, output_activation_param)
     saved = [x.new_empty((n,)) for n in _cuda_saved_numels(spec, x.shape[0])]
     return _forward_cuda(x, weights, biases, spec, saved), saved
 
 
 @mlp_forward_train.register_fake
-def _(x, weights, biases, activation, activation_param, output_activation, output_activation_param):
-    spec = MLPSpec([x.shape[1]] + [w.shape[0] for w in weights], activation, output_activation, activation_param,
+def _(x, weights, biases, activation, activation_param, output_activation, output_activation_param, encoding):
+    spec = MLPSpec([weights[0].shape[1]] + [w.shape[0] for w in weights], activation, output_activation, activation_param,
                    output_activation_param)
     return x.new_empty((x.shape[0], spec.widths[-1])), [x.new_empty((n,)) for n in _saved_numels(spec, x)]
 
@@ -177,7 +189,7 @@ def _(x, weights, biases, activation, activation_param, output_activation, outpu
 @torch.library.custom_op("perceptrons::mlp_backward", mutates_args=(), device_types="cpu")
 def mlp_backward(dy: Tensor, x: Tensor, y: Tensor, saved: list[Tensor], weights: list[Tensor], biases: list[Tensor],
                  activation: str, activation_param: float, output_activation: str, output_activation_param: float,
-                 need_dx: bool) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+                 need_dx: bool, encoding: list[float]) -> tuple[Tensor, list[Tensor], list[Tensor]]:
     _check_cpu(x)
     spec = _spec(x, weights, activation, activation_param, output_activation, output_activation_param)
     dy = dy.contiguous()
@@ -186,13 +198,14 @@ def mlp_backward(dy: Tensor, x: Tensor, y: Tensor, saved: list[Tensor], weights:
     dbs = [torch.empty_like(b) for b in biases]
     _C.mlp_backward_cpu(_DTYPE_CODES[x.dtype], spec.widths, *spec.codes(), x.shape[0], _ptr(x), _ptr(y),
                         [_ptr(s) for s in saved], _ptr(dy), [_ptr(w) for w in weights], _ptr(dx), [_ptr(w) for w in dws],
-                        [_ptr(b) for b in dbs])
+                        [_ptr(b) for b in dbs], list(encoding))
     return dx, dws, dbs
 
 
 @mlp_backward.register_kernel("cuda")
 def _(dy, x, y, saved, weights, biases, activation, activation_param, output_activation, output_activation_param,
-      need_dx):
+      need_dx, encoding):
+    _no_cuda_encoding(encoding)
     spec = _spec(x, weights, activation, activation_param, output_activation, output_activation_param)
     dy = dy.contiguous()
     dx = torch.empty_like(x) if need_dx else x.new_empty((0,))
@@ -209,7 +222,7 @@ def _(dy, x, y, saved, weights, biases, activation, activation_param, output_act
 
 @mlp_backward.register_fake
 def _(dy, x, y, saved, weights, biases, activation, activation_param, output_activation, output_activation_param,
-      need_dx):
+      need_dx, encoding):
     dx = torch.empty_like(x) if need_dx else x.new_empty((0,))
     return dx, [torch.empty_like(w) for w in weights], [torch.empty_like(b) for b in biases]
 
@@ -265,9 +278,11 @@ def _act_grad_torch(name: str, z: Tensor, p: float) -> Tensor:
 
 
 def composite_forward(x, weights, biases, activation, activation_param, output_activation,
-                      output_activation_param, keep_preactivations=False):
-    """The MLP in plain torch ops (also the reference for equality tests against nn.Sequential)."""
-    h, zs, hs = x, [], [x]
+                      output_activation_param, keep_preactivations=False, encoding=()):
+    """The MLP in plain torch ops (also the reference for equality tests against nn.Sequential).
+    encoding: an input encoding's codes (EncodingSpec.codes()), applied to x first; () for none."""
+    h = composite_encode(x, spec_of(tuple(encoding))) if encoding else x
+    zs, hs = [], [h]
     n = len(weights)
     for l, (w, b) in enumerate(zip(weights, biases)):
         z = torch.nn.functional.linear(h, w, b if b.numel() else None)
@@ -281,10 +296,10 @@ def composite_forward(x, weights, biases, activation, activation_param, output_a
 
 
 def composite_backward(dy, x, weights, biases, activation, activation_param, output_activation,
-                       output_activation_param, need_dx):
+                       output_activation_param, need_dx, encoding=()):
     """Same result as perceptrons::mlp_backward, written as differentiable torch ops."""
     _, zs, hs = composite_forward(x, weights, biases, activation, activation_param, output_activation,
-                                  output_activation_param, keep_preactivations=True)
+                                  output_activation_param, keep_preactivations=True, encoding=encoding)
     g = dy * _act_grad_torch(output_activation, zs[-1], output_activation_param)
     n = len(weights)
     dws, dbs = [None] * n, [None] * n
@@ -297,26 +312,30 @@ def composite_backward(dy, x, weights, biases, activation, activation_param, out
         g = g @ weights[l]
         if l > 0:
             g = g * _act_grad_torch(activation, zs[l - 1], activation_param)
+        elif encoding:
+            g = composite_encode_backward(g, x, spec_of(tuple(encoding)))
     return g, dws, dbs
 
 
 # ---- autograd -----------------------------------------------------------------------------------
 
 class FusedMLPFunction(torch.autograd.Function):
-    """y = MLP(x); inputs: x (batch, in), config, then n weights and n biases (empty = no bias)."""
+    """y = MLP(e(x)); inputs: x (batch, in), config, the encoding's codes (a tuple, () for none), then n
+    weights and n biases (empty = no bias)."""
 
     @staticmethod
-    def forward(x, activation, activation_param, output_activation, output_activation_param, n, *params):
+    def forward(x, activation, activation_param, output_activation, output_activation_param, encoding, n, *params):
         weights, biases = list(params[:n]), list(params[n:])
         y, saved = mlp_forward_train(x, weights, biases, activation, activation_param, output_activation,
-                                     output_activation_param)
+                                     output_activation_param, list(encoding))
         return y, *saved
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, activation, activation_param, output_activation, output_activation_param, n, *params = inputs
+        x, activation, activation_param, output_activation, output_activation_param, encoding, n, *params = inputs
         y, *saved = output
         ctx.config = (activation, activation_param, output_activation, output_activation_param)
+        ctx.encoding = encoding
         ctx.n = n
         ctx.save_for_backward(x, y, *params, *saved)
         ctx.mark_non_differentiable(*saved)
@@ -333,16 +352,20 @@ class FusedMLPFunction(torch.autograd.Function):
             dy = torch.zeros_like(y)
         if torch.is_grad_enabled():
             # A graph of this backward is wanted (create_graph=True / functorch): composite torch ops.
-            dx, dws, dbs = composite_backward(dy, x, list(weights), list(biases), *ctx.config, need_dx)
+            dx, dws, dbs = composite_backward(dy, x, list(weights), list(biases), *ctx.config, need_dx,
+                                              encoding=ctx.encoding)
         else:
-            dx, dws, dbs = mlp_backward(dy, x, y, saved, list(weights), list(biases), *ctx.config, need_dx)
+            dx, dws, dbs = mlp_backward(dy, x, y, saved, list(weights), list(biases), *ctx.config, need_dx,
+                                        list(ctx.encoding))
         grads_b = [db if b.numel() else None for db, b in zip(dbs, biases)]
-        return (dx if need_dx else None, None, None, None, None, None, *dws, *grads_b)
+        return (dx if need_dx else None, None, None, None, None, None, None, *dws, *grads_b)
 
 
 # ---- functional API -----------------------------------------------------------------------------
 
-def _check_inputs(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Optional[Tensor]]):
+def _check_inputs(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Optional[Tensor]],
+                  encoding: Optional[EncodingSpec] = None):
+    """With an encoding, x holds the raw inputs and weights[0] reads the encoding's outputs."""
     if not isinstance(x, Tensor):
         raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
     if len(weights) == 0:
@@ -361,13 +384,14 @@ def _check_inputs(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Optiona
                         + ("; float16/bfloat16 run on CUDA devices only" if x.dtype in _CUDA_DTYPE_CODES else ""))
     if x.dim() < 1:
         raise ValueError("x: expected at least 1 dimension (..., in_features), got a 0-d tensor")
-    fan_in = x.shape[-1]
+    fan_in = x.shape[-1] if encoding is None else encoding.out_features
     for l, w in enumerate(weights):
         if not isinstance(w, Tensor) or w.dim() != 2:
             raise ValueError(f"weights[{l}]: expected a 2-d tensor (out, in), got "
                              f"{tuple(w.shape) if isinstance(w, Tensor) else type(w).__name__}")
         if w.shape[1] != fan_in:
-            what = "x's last dimension" if l == 0 else f"weights[{l - 1}].shape[0]"
+            what = f"weights[{l - 1}].shape[0]" if l else \
+                "x's last dimension" if encoding is None else "the encoding's out_features"
             raise ValueError(f"weights[{l}]: expected {fan_in} input features ({what}), got shape {tuple(w.shape)}")
         if w.dtype != x.dtype:
             raise TypeError(f"weights[{l}]: dtype {w.dtype} does not match x's dtype {x.dtype}")
@@ -391,14 +415,25 @@ def _check_inputs(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Optiona
 
 def fused_mlp(x: Tensor, weights: Sequence[Tensor], biases: Optional[Sequence[Optional[Tensor]]] = None,
               activation: str = "relu", output_activation: Optional[str] = None,
-              activation_param: Optional[float] = None, output_activation_param: Optional[float] = None) -> Tensor:
+              activation_param: Optional[float] = None, output_activation_param: Optional[float] = None,
+              encoding: Optional[EncodingSpec] = None) -> Tensor:
     """Functional fused MLP. x: (..., in); weights[l]: (out_l, in_l); biases[l]: (out_l,) or None.
 
+    encoding: an input encoding (perceptrons.kernels.encodings.EncodingSpec, e.g. a perceptrons.nn
+    encoding module's `.spec`) applied to x first, inside the kernel's input stage on the CPU: x is then
+    (..., encoding.in_features) and weights[0] is (out_0, encoding.out_features).
     Differentiable in x, every weight and every bias, to any order (see the module docstring).
     """
     weights = list(weights)
     biases = [None] * len(weights) if biases is None else list(biases)
-    _check_inputs(x, weights, biases)
+    codes = ()
+    if encoding is not None:
+        if not isinstance(encoding, EncodingSpec):
+            raise TypeError(f"encoding: expected an EncodingSpec (an encoding module's .spec) or None, "
+                            f"got {type(encoding).__name__}")
+        _check_encoding_input(x, encoding)
+        codes = tuple(encoding.codes())
+    _check_inputs(x, weights, biases, encoding)
     act = _acts.canonical(activation, "activation")
     out_act = _acts.canonical(output_activation, "output_activation")
     p = _acts.resolve_param(act, activation_param, "activation_param")
@@ -410,10 +445,10 @@ def fused_mlp(x: Tensor, weights: Sequence[Tensor], biases: Optional[Sequence[Op
     weights = [w if w.is_contiguous() else w.contiguous() for w in weights]
     bs = [x2.new_empty((0,)) if b is None else (b if b.is_contiguous() else b.contiguous()) for b in biases]
     needs_grad = torch.is_grad_enabled() and (x2.requires_grad or any(t.requires_grad for t in weights + bs))
-    if x2.device.type == "cuda" and cuda_path(x2, weights) != "fused":
-        y = composite_forward(x2, weights, bs, act, p, out_act, out_p)
+    if x2.device.type == "cuda" and (codes or cuda_path(x2, weights) != "fused"):
+        y = composite_forward(x2, weights, bs, act, p, out_act, out_p, encoding=codes)
     elif needs_grad:
-        y = FusedMLPFunction.apply(x2, act, p, out_act, out_p, len(weights), *weights, *bs)[0]
+        y = FusedMLPFunction.apply(x2, act, p, out_act, out_p, codes, len(weights), *weights, *bs)[0]
     else:
-        y = mlp_forward(x2, weights, bs, act, p, out_act, out_p)
+        y = mlp_forward(x2, weights, bs, act, p, out_act, out_p, list(codes))
     return y.reshape(*lead, y.shape[-1])
