@@ -2,9 +2,10 @@
 
     python -m perceptrons demo [--image PATH] [--steps N] [--size S] [--out DIR] [--threads T] [--seed K]
 
-A network maps pixel coordinates (x, y) in [0, 1]^2 to RGB. The same encoding module, the same
-architecture and the same initial weights are trained twice on the same batches: once with FusedMLP,
-once with its ``to_sequential()`` copy (nn.Linear + activations, plain torch eager). Steps alternate
+A network maps pixel coordinates (x, y) in [0, 1]^2 to RGB. The same encoding, the same architecture
+and the same initial weights are trained twice on the same batches: once as an EncodedMLP (the
+frequency encoding runs inside the fused kernel's input stage), once as plain torch eager (the encoding
+in torch ops, then the FusedMLP's ``to_sequential()`` copy: nn.Linear + activations). Steps alternate
 (ours, then torch), so both see the same machine state; each step (encoding, forward, loss, backward,
 Adam) is timed on its own, and the speedup is the median of the per-step ratios. Evaluations of the
 whole image (PSNR) are not timed. Writes ``demo_inr.png`` (target | FusedMLP fit | plain-torch fit |
@@ -157,7 +158,18 @@ def run_demo(image: Optional[str] = None, steps: int = DEFAULTS["steps"], size: 
     from torch import nn
 
     from . import __version__, cpu_isa, set_num_threads
-    from .nn import FrequencyEncoding, FusedMLP
+    from .nn import EncodedMLP, FrequencyEncoding, FusedMLP
+    from .ops.encodings import composite_encode
+
+    class TorchOpsEncoding(nn.Module):
+        """An encoding module's formula in plain torch ops (the baseline's encoding)."""
+
+        def __init__(self, encoding):
+            super().__init__()
+            self.spec = encoding.spec
+
+        def forward(self, x):
+            return composite_encode(x, self.spec)
 
     if steps < 1:
         raise ValueError(f"steps: expected >= 1, got {steps}")
@@ -187,7 +199,9 @@ def run_demo(image: Optional[str] = None, steps: int = DEFAULTS["steps"], size: 
     ours = FusedMLP(encoding.out_features, 3, hidden_features=hidden, hidden_layers=hidden_layers,
                     activation="relu", output_activation="sigmoid")
     theirs = ours.to_sequential()  # the same initial weights, as nn.Linear + nn.ReLU + nn.Sigmoid
-    models = {"fused": nn.Sequential(encoding, ours), "torch": nn.Sequential(encoding, theirs)}
+    # Ours: the encoding runs inside the fused kernel's input stage. Plain torch: the same encoding
+    # written in torch ops (sin/cos of the scaled coordinates), as a torch user would.
+    models = {"fused": EncodedMLP(encoding, ours), "torch": nn.Sequential(TorchOpsEncoding(encoding), theirs)}
     opts = {k: torch.optim.Adam(m.parameters(), lr=lr) for k, m in models.items()}
     gen = torch.Generator().manual_seed(seed)
 

@@ -74,25 +74,34 @@ def _params(spec, weights, biases, dtype):
     return ws, bs
 
 
-def _input(spec, x):
-    return input_matrix(x, spec.widths[0])
+def _input(spec, x, encoding):
+    if encoding is None:
+        return input_matrix(x, spec.widths[0])
+    if encoding.out_features != spec.widths[0]:
+        raise ValueError(f"encoding: gives {encoding.out_features} columns but widths[0] is {spec.widths[0]}")
+    return input_matrix(x, encoding.in_features)
 
 
-def mlp_forward(spec, x, weights, biases=None, training=False):
-    """Runs the fused forward. Returns y, or (y, saved) when training (saved: one array per layer)."""
-    x = _input(spec, x)
+def _codes(encoding):
+    return [] if encoding is None else encoding.codes()
+
+
+def mlp_forward(spec, x, weights, biases=None, training=False, encoding=None):
+    """Runs the fused forward. Returns y, or (y, saved) when training (saved: one array per layer).
+    encoding: an EncodingSpec run in the kernel's input stage (x then holds the raw inputs)."""
+    x = _input(spec, x, encoding)
     ws, bs = _params(spec, weights, biases, x.dtype)
     batch = x.shape[0]
     y = np.empty((batch, spec.widths[-1]), dtype=x.dtype)
     saved = [np.empty(n, dtype=x.dtype) for n in spec.saved_numels(batch)] if training else []
     _C.mlp_forward_cpu(_DTYPES[x.dtype], spec.widths, *spec.codes(), batch, _ptr(x), [_ptr(w) for w in ws],
-                       [_ptr(b) for b in bs], _ptr(y), [_ptr(s) for s in saved])
+                       [_ptr(b) for b in bs], _ptr(y), [_ptr(s) for s in saved], _codes(encoding))
     return (y, saved) if training else y
 
 
-def mlp_backward(spec, dy, x, y, saved, weights, biases=None, need_dx=True):
+def mlp_backward(spec, dy, x, y, saved, weights, biases=None, need_dx=True, encoding=None):
     """Runs the fused backward. Returns (dx or None, [dW], [db or None])."""
-    x = _input(spec, x)
+    x = _input(spec, x, encoding)
     ws, bs = _params(spec, weights, biases, x.dtype)
     batch = x.shape[0]
     dy = _check_array("dy", dy, (batch, spec.widths[-1]), x.dtype)
@@ -106,5 +115,5 @@ def mlp_backward(spec, dy, x, y, saved, weights, biases=None, need_dx=True):
     dbs = [None if b is None else np.empty_like(b) for b in bs]
     _C.mlp_backward_cpu(_DTYPES[x.dtype], spec.widths, *spec.codes(), batch, _ptr(x), _ptr(y), [_ptr(s) for s in saved],
                         _ptr(dy), [_ptr(w) for w in ws], _ptr(dx), [_ptr(w) for w in dws],
-                        [_ptr(b) for b in dbs])
+                        [_ptr(b) for b in dbs], _codes(encoding))
     return dx, dws, dbs

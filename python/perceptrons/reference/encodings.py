@@ -176,3 +176,41 @@ def identity(x, scale=1.0, offset=0.0):
 
 def identity_backward(dy, x, scale=1.0, offset=0.0):
     return np.asarray(dy, dtype=np.float64) * scale
+
+
+# --- Several encodings side by side (tcnn's Composite) and ones padding ---------------------------
+
+_FORWARD = {"identity": lambda x, p: identity(x, p.scale, p.offset),
+            "frequency": lambda x, p: frequency(x, p.n),
+            "spherical_harmonics": lambda x, p: spherical_harmonics(x, p.n),
+            "one_blob": lambda x, p: one_blob(x, p.n)}
+_BACKWARD = {"identity": lambda dy, x, p: identity_backward(dy, x, p.scale, p.offset),
+             "frequency": lambda dy, x, p: frequency_backward(dy, x, p.n),
+             "spherical_harmonics": lambda dy, x, p: spherical_harmonics_backward(dy, x, p.n),
+             "one_blob": lambda dy, x, p: one_blob_backward(dy, x, p.n)}
+
+
+def encode(x, parts, n_ones=0):
+    """Each part (an object with kind, n_dims, n, scale, offset) encodes the next n_dims inputs; the
+    outputs are concatenated, then n_ones columns of 1 are appended."""
+    x = _as_input(x)
+    outs, i = [], 0
+    for p in parts:
+        outs.append(_FORWARD[p.kind](x[..., i:i + p.n_dims], p))
+        i += p.n_dims
+    outs.append(np.ones((*x.shape[:-1], n_ones)))
+    return np.concatenate(outs, axis=-1)
+
+
+def encode_backward(dy, x, parts, n_ones=0):
+    """dL/dx of encode (the ones columns do not depend on x)."""
+    x = _as_input(x)
+    dy = np.asarray(dy, dtype=np.float64)
+    dxs, i, j = [], 0, 0
+    for p in parts:
+        xp = x[..., i:i + p.n_dims]
+        w = _FORWARD[p.kind](xp, p).shape[-1]
+        dxs.append(_BACKWARD[p.kind](dy[..., j:j + w], xp, p))
+        i += p.n_dims
+        j += w
+    return np.concatenate(dxs, axis=-1)
