@@ -35,31 +35,32 @@ Status validate_encoding(const EncodingConfig& c) {
 
 namespace {
 
-// Blocks of kRowsPerTask rows in parallel (the row math vectorises across a block).
+// Calls f(first row, rows) on blocks of kRowsPerTask rows, in parallel (the row math vectorises
+// across a block).
 constexpr int64_t kRowsPerTask = 256;
 
-template <typename T>
-void forward_rows(const EncodingConfig& c, int64_t batch, const T* x, T* y) {
-  const int ni = n_inputs(c), no = n_outputs(c);
+template <typename F>
+void for_each_block(int64_t batch, F&& f) {
   const int64_t tasks = (batch + kRowsPerTask - 1) / kRowsPerTask;
 #pragma omp parallel for schedule(static) if (tasks > 1)
   for (int64_t t = 0; t < tasks; ++t) {
     const int64_t r0 = t * kRowsPerTask;
-    const int rows = int(batch - r0 < kRowsPerTask ? batch - r0 : kRowsPerTask);
-    encode_rows(c, x + r0 * ni, ni, rows, y + r0 * no, no, 1);
+    f(r0, int(batch - r0 < kRowsPerTask ? batch - r0 : kRowsPerTask));
   }
+}
+
+template <typename T>
+void forward_rows(const EncodingConfig& c, int64_t batch, const T* x, T* y) {
+  const int ni = n_inputs(c), no = n_outputs(c);
+  for_each_block(batch, [&](int64_t r0, int rows) { encode_rows(c, x + r0 * ni, ni, rows, y + r0 * no, no, 1); });
 }
 
 template <typename T>
 void backward_rows(const EncodingConfig& c, int64_t batch, const T* x, const T* dy, T* dx) {
   const int ni = n_inputs(c), no = n_outputs(c);
-  const int64_t tasks = (batch + kRowsPerTask - 1) / kRowsPerTask;
-#pragma omp parallel for schedule(static) if (tasks > 1)
-  for (int64_t t = 0; t < tasks; ++t) {
-    const int64_t r0 = t * kRowsPerTask;
-    const int rows = int(batch - r0 < kRowsPerTask ? batch - r0 : kRowsPerTask);
+  for_each_block(batch, [&](int64_t r0, int rows) {
     encode_rows_backward(c, x + r0 * ni, ni, rows, dy + r0 * no, no, 1, dx + r0 * ni);
-  }
+  });
 }
 
 Status check(const EncodingConfig& c, DType dtype, int64_t batch) {
