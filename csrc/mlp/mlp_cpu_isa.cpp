@@ -63,6 +63,14 @@ void with_activation(Activation a, F&& f) {
 // out[r][c] = f(in[r][c]) for c < cols.
 template <typename T>
 void activate_rows(Activation act, T p, int rows, int cols, const T* in, long ldi, T* out, long ldo) {
+  if (ldi == cols && ldo == cols) {  // contiguous rows (the user's y): one long row vectorises better
+    cols *= rows;
+    rows = 1;
+  }
+  if (act == Activation::Sigmoid) {  // the vector exp of common/cpu_simd.h (float), not scalar expf
+    for (int r = 0; r < rows; ++r) sigmoid_n(in + r * ldi, out + r * ldo, cols);
+    return;
+  }
   with_activation(act, [&](auto A) {
     for (int r = 0; r < rows; ++r) {
       const T* s = in + r * ldi;
