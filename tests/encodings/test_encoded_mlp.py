@@ -235,7 +235,14 @@ def test_opcheck_with_encoding():
 def test_cuda_runs_the_torch_ops_and_matches_the_cpu():
     model = _model(dtype=torch.float32)
     x = _inputs(model, 300, torch.float32)
-    torch.testing.assert_close(model.to("cuda")(x.to("cuda")).cpu(), model.to("cpu")(x), atol=1e-5, rtol=1e-4)
+    want = model(x)
+    torch.testing.assert_close(model.to("cuda")(x.to("cuda")).cpu(), want, atol=1e-5, rtol=1e-4)
+    # float16 weights: the encoding in float32, then the fused tensor-core kernels (hidden width 16).
+    half = model.to(torch.float16)
+    for xin in (x.to("cuda"), x.to("cuda", torch.float16)):
+        y = half(xin)
+        assert y.dtype == torch.float16
+        torch.testing.assert_close(y.float().cpu(), want, atol=2e-2, rtol=2e-2)
 
 
 def test_bad_input_names_the_argument():

@@ -33,7 +33,7 @@ from .. import activations as _acts
 from ..kernels import MLPSpec
 from ..kernels.encodings import EncodingSpec
 from .encodings import check_input as _check_encoding_input
-from .encodings import composite_encode, composite_encode_backward, spec_of
+from .encodings import composite_encode, composite_encode_backward, encode, spec_of
 
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
 _CUDA_DTYPE_CODES = {torch.float16: 2, torch.bfloat16: 3}
@@ -421,7 +421,8 @@ def fused_mlp(x: Tensor, weights: Sequence[Tensor], biases: Optional[Sequence[Op
 
     encoding: an input encoding (perceptrons.kernels.encodings.EncodingSpec, e.g. a perceptrons.nn
     encoding module's `.spec`) applied to x first, inside the kernel's input stage on the CPU: x is then
-    (..., encoding.in_features) and weights[0] is (out_0, encoding.out_features).
+    (..., encoding.in_features) and weights[0] is (out_0, encoding.out_features). On CUDA the encoding
+    runs as torch ops in float32 (float64 for float64 x) and its output is cast to the weights' dtype.
     Differentiable in x, every weight and every bias, to any order (see the module docstring).
     """
     weights = list(weights)
@@ -431,6 +432,17 @@ def fused_mlp(x: Tensor, weights: Sequence[Tensor], biases: Optional[Sequence[Op
         if not isinstance(encoding, EncodingSpec):
             raise TypeError(f"encoding: expected an EncodingSpec (an encoding module's .spec) or None, "
                             f"got {type(encoding).__name__}")
+        if isinstance(x, Tensor) and x.device.type == "cuda":
+            # No CUDA encoding stage yet: the encoding as torch ops, in float32 at least (as tcnn computes
+            # its encodings), then the MLP on its own CUDA path in the weights' dtype (the fused
+            # tensor-core kernels for float16/bfloat16).
+            if x.dtype not in _FLOAT_DTYPES:
+                raise TypeError(f"x: expected a floating dtype, got {x.dtype}")
+            h = encode(x if x.dtype == torch.float64 else x.float(), encoding)
+            if weights and isinstance(weights[0], Tensor):
+                h = h.to(weights[0].dtype)
+            return fused_mlp(h, weights, biases, activation, output_activation, activation_param,
+                             output_activation_param)
         _check_encoding_input(x, encoding)
         codes = tuple(encoding.codes())
     _check_inputs(x, weights, biases, encoding)
@@ -445,8 +457,8 @@ def fused_mlp(x: Tensor, weights: Sequence[Tensor], biases: Optional[Sequence[Op
     weights = [w if w.is_contiguous() else w.contiguous() for w in weights]
     bs = [x2.new_empty((0,)) if b is None else (b if b.is_contiguous() else b.contiguous()) for b in biases]
     needs_grad = torch.is_grad_enabled() and (x2.requires_grad or any(t.requires_grad for t in weights + bs))
-    if x2.device.type == "cuda" and (codes or cuda_path(x2, weights) != "fused"):
-        y = composite_forward(x2, weights, bs, act, p, out_act, out_p, encoding=codes)
+    if x2.device.type == "cuda" and cuda_path(x2, weights) != "fused":
+        y = composite_forward(x2, weights, bs, act, p, out_act, out_p)
     elif needs_grad:
         y = FusedMLPFunction.apply(x2, act, p, out_act, out_p, codes, len(weights), *weights, *bs)[0]
     else:
