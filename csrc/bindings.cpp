@@ -84,8 +84,8 @@ enc::EncodingConfig encoding_from_codes(const std::vector<double>& codes) {
   if (parts > size_t(enc::kMaxParts))
     throw py::value_error("encoding: at most " + std::to_string(enc::kMaxParts) + " parts, got " + std::to_string(parts));
   auto as_int = [](double v, const char* what) {
-    if (!(v >= 0 && v <= 1e6) || v != double(int(v)))
-      throw py::value_error(std::string("encoding: ") + what + " must be a small non-negative integer");
+    if (!(v >= 0 && v <= 1048576.0) || v != double(int(v)))
+      throw py::value_error(std::string("encoding: ") + what + " must be an integer in 0..2^20");
     return int(v);
   };
   c.n_ones = as_int(codes[0], "n_ones");

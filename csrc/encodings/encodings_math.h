@@ -3,7 +3,7 @@
 // float64 numpy reference (python/perceptrons/reference/encodings.py), which cites tcnn's sources.
 //
 // Arithmetic is in double whatever T is: it costs little next to the MLP, and it keeps the
-// frequency encoding's angle-doubling recurrence (below) exact to float32 at every octave.
+// frequency encoding's angle-doubling recurrence (below) within float32 rounding.
 // CPU only for now (the frequency loops keep per-block arrays); the per-row SH / OneBlob / Identity
 // functions are PCT_HD for a future CUDA kernel.
 #pragma once
@@ -21,13 +21,14 @@ constexpr double kPi = 3.14159265358979323846;
 // One sin/cos per input; the higher octaves come from the double-angle formulas
 // sin 2a = 2 sin a cos a, cos 2a = (cos a - sin a)(cos a + sin a). An error in (sin, cos) doubles per
 // octave (squaring a unit complex number doubles its angle error), so after l octaves it is about
-// 2^l * 1e-16: far below float32 rounding for any F <= kMaxFrequencies.
+// 2^l * 1e-16: below float32 rounding up to about 25 octaves, a few float32 ulps at 32.
 //
 // sin(pi x), cos(pi x) without a libm call, branch-free so that loops over rows vectorise: with
 // k = rint(2x), r = x - k/2 is exact and |r| <= 1/4, so a = pi r lies in [-pi/4, pi/4], where Taylor
 // series to a^17 / a^16 are exact to double rounding (next terms below 1e-17); the quadrant k mod 4
-// then swaps and negates. Inputs with |x| >= 2^50 have no fractional phase left and give a meaningless
-// value (Inf/NaN give NaN).
+// then swaps and negates. Exact for |x| < 2^51 (the rounding trick's range); beyond, where every double
+// is an integer, the result is not guaranteed (tcnn's float32 __sinf has no phase left there either).
+// Inf and NaN give NaN.
 PCT_HD double round_to_int(double v) {  // round half to even for |v| < 2^51, in plain arithmetic
   // Adding and subtracting 1.5 * 2^52 rounds to an integer in the current (nearest) mode; unlike
   // rint/floor this needs no SSE4.1 and no library call, so loops over it vectorise on any ISA.

@@ -267,3 +267,63 @@ def test_bad_input_names_the_argument():
         mlp_ops.fused_mlp(torch.rand(4, 2), w, encoding=enc)
     with pytest.raises(ValueError, match="n_frequencies: expected an integer in 1..32"):
         EncodingSpec((F("frequency", 2, 33),))
+
+
+# --- forward mode, transforms, strided inputs, high octaves (review findings) -----------------------
+
+def _composite_of(enc):
+    return lambda a: enc_ops.composite_encode(a, enc.spec)
+
+
+def test_forward_mode_jacfwd_jvp_and_hessian_through_the_encodings():
+    enc = CompositeEncoding([FrequencyEncoding(3, 3), SphericalHarmonicsEncoding(3, 4), OneBlobEncoding(1, 4)])
+    x = torch.rand(5, 7, dtype=torch.float64)
+    t = torch.rand_like(x)
+    want = torch.func.jvp(_composite_of(enc), (x,), (t,))[1]
+    assert want.abs().max() > 0
+    torch.testing.assert_close(torch.func.jvp(enc, (x,), (t,))[1], want)
+    torch.testing.assert_close(torch.func.jacfwd(enc)(x[0]), torch.func.jacrev(enc)(x[0]))
+    import torch.autograd.forward_ad as fwAD
+    with fwAD.dual_level():
+        tangent = fwAD.unpack_dual(enc(fwAD.make_dual(x, t))).tangent
+    torch.testing.assert_close(tangent, want)
+    h = torch.func.hessian(lambda a: enc(a).square().sum())(x[0])
+    torch.testing.assert_close(h, torch.func.hessian(lambda a: _composite_of(enc)(a).square().sum())(x[0]))
+
+
+def test_vmap_of_grad_over_a_strided_batch():
+    enc = CompositeEncoding([FrequencyEncoding(3, 3), SphericalHarmonicsEncoding(3, 4)])
+    xs = torch.rand(6, 10, dtype=torch.float64)[:, :6]  # rows are not contiguous
+    w = torch.rand(enc.out_features, dtype=torch.float64)
+
+    def f(a):
+        return (enc(a) ** 2 * w).sum()
+
+    got = torch.func.vmap(torch.func.grad(f))(xs)
+    want = torch.stack([torch.func.grad(f)(xs[i].clone()) for i in range(6)])
+    torch.testing.assert_close(got, want)
+    # The ops themselves take strided x (they make it contiguous).
+    codes = enc.spec.codes()
+    torch.testing.assert_close(enc_ops.encoding_forward(xs, codes), enc_ops.encoding_forward(xs.contiguous(), codes))
+
+
+def test_torch_op_composite_keeps_high_octaves_accurate_in_float32():
+    """create_graph / CUDA use the torch-op composite: its phases must be reduced before rounding."""
+    x = torch.rand(200, 2, dtype=torch.float64) * 2 - 1
+    enc = FrequencyEncoding(2, 20)
+    want = ref_enc.frequency(x.float().double().numpy(), 20)
+    got = enc_ops.composite_encode(x.float(), enc.spec).double().numpy()
+    np.testing.assert_allclose(got, want, atol=2e-6, rtol=0)
+
+
+def test_raw_ops_refuse_inputs_of_the_wrong_width():
+    ws = [torch.rand(4, 300), torch.rand(1, 4)]
+    bs = [torch.empty(0), torch.empty(0)]
+    with pytest.raises(ValueError, match=r"x: expected a contiguous \(batch, 300\) tensor, got \(1, 2\)"):
+        mlp_ops.mlp_forward(torch.rand(1, 2), ws, bs, "relu", 0.0, "none", 0.0, [])
+    spec = ENCODINGS["freq-2x8"]
+    with pytest.raises(ValueError, match=r"x: expected a contiguous \(batch, 2\) tensor"):
+        mlp_ops.mlp_forward(torch.rand(3, 5), [torch.rand(4, 16), torch.rand(1, 4)], bs, "relu", 0.0, "none", 0.0,
+                            spec.codes())
+    with pytest.raises(ValueError, match=r"x: expected a float32/float64 \(batch, 2\) tensor"):
+        enc_ops.encoding_forward(torch.rand(3, 5), spec.codes())

@@ -13,6 +13,7 @@ from ._common import input_matrix, ptr as _ptr
 
 # Kind codes: csrc/encodings/encodings.h (enc::Kind).
 KINDS = {"identity": 0, "frequency": 1, "spherical_harmonics": 2, "one_blob": 3}
+MAX_OUT_FEATURES = 1 << 24
 # What the integer parameter of each kind is called (the error messages use these names).
 PARAM_NAMES = {"identity": None, "frequency": "n_frequencies", "spherical_harmonics": "degree",
                "one_blob": "n_bins"}
@@ -76,6 +77,9 @@ class EncodingSpec:
             if not isinstance(p, EncodingPart):
                 raise TypeError(f"parts[{i}]: expected an EncodingPart, got {type(p).__name__}")
         _int("n_ones", self.n_ones, 0, _C.ENCODING_MAX_ONES)
+        if self.out_features > MAX_OUT_FEATURES:  # the kernels count columns in 32-bit integers
+            raise ValueError(f"parts: the encoding would have {self.out_features} output columns; at most "
+                             f"{MAX_OUT_FEATURES} are supported")
 
     @property
     def in_features(self) -> int:

@@ -125,7 +125,7 @@ class CompositeEncoding(Encoding):
             raise ValueError("encodings: expected at least one encoding, got none")
         parts = []
         for i, e in enumerate(encodings):
-            if not isinstance(e, Encoding) or isinstance(e, CompositeEncoding) and e.spec.n_ones:
+            if not isinstance(e, Encoding):
                 raise TypeError(f"encodings[{i}]: expected a perceptrons.nn encoding module, got {type(e).__name__}")
             parts.extend(e.spec.parts)
         self.encodings = nn.ModuleList(encodings)

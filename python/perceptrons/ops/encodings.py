@@ -18,6 +18,7 @@ import functools
 import math
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
 from .. import _C
@@ -34,10 +35,12 @@ def spec_of(codes: tuple) -> EncodingSpec:
 # ---- composites (plain differentiable torch ops) -------------------------------------------------
 
 def _frequency_theta(x: Tensor, n: int):
-    # 2^l * pi in x's dtype: scaling a rounded pi by a power of two is exact, so this equals
-    # tcnn's (x * 2^l) * pi.
-    scales = torch.exp2(torch.arange(n, dtype=x.dtype, device=x.device)) * math.pi
-    return x.unsqueeze(-1) * scales, scales  # (..., d, F)
+    """Phases (..., d, F) and their slopes 2^l pi. The phase is reduced mod 2 pi in float64 before it is
+    rounded to x's dtype (what the kernel's exact reduction does): 2^l pi x formed in float32 would
+    carry an error of 2^l pi |x| eps32, 1e-2 at l = 16. The reduction does not change the derivative."""
+    scales = torch.exp2(torch.arange(n, dtype=torch.float64, device=x.device))
+    theta = (torch.remainder(x.to(torch.float64).unsqueeze(-1) * scales, 2.0) * math.pi).to(x.dtype)
+    return theta, (scales * math.pi).to(x.dtype)
 
 
 def _sh_basis(v: Tensor, degree: int):
@@ -165,9 +168,18 @@ def composite_encode_backward(dy: Tensor, x: Tensor, spec: EncodingSpec) -> Tens
 
 # ---- custom ops ----------------------------------------------------------------------------------
 
+def _check_rows(x: Tensor, spec: EncodingSpec):
+    # The kernels read x as (batch, in_features) rows: a cheap guard for direct callers of the ops.
+    if x.dim() != 2 or x.shape[1] != spec.in_features or x.dtype not in _DTYPE_CODES:
+        raise ValueError(f"x: expected a float32/float64 (batch, {spec.in_features}) tensor, got "
+                         f"{tuple(x.shape)} {x.dtype}")
+
+
 @torch.library.custom_op("perceptrons::encoding_forward", mutates_args=(), device_types="cpu")
 def encoding_forward(x: Tensor, encoding: list[float]) -> Tensor:
     spec = spec_of(tuple(encoding))
+    _check_rows(x, spec)
+    x = x.contiguous()
     y = x.new_empty((x.shape[0], spec.out_features))
     _C.encoding_forward_cpu(list(encoding), _DTYPE_CODES[x.dtype], x.shape[0], x.data_ptr() if x.numel() else 0,
                             y.data_ptr() if y.numel() else 0)
@@ -181,8 +193,12 @@ def _(x, encoding):
 
 @torch.library.custom_op("perceptrons::encoding_backward", mutates_args=(), device_types="cpu")
 def encoding_backward(dy: Tensor, x: Tensor, encoding: list[float]) -> Tensor:
-    dy = dy.contiguous()
-    dx = torch.empty_like(x)
+    spec = spec_of(tuple(encoding))
+    _check_rows(x, spec)
+    if dy.shape != (x.shape[0], spec.out_features):
+        raise ValueError(f"dy: expected shape {(x.shape[0], spec.out_features)}, got {tuple(dy.shape)}")
+    x, dy = x.contiguous(), dy.contiguous()
+    dx = torch.empty_like(x, memory_format=torch.contiguous_format)
     if x.numel():
         _C.encoding_backward_cpu(list(encoding), _DTYPE_CODES[x.dtype], x.shape[0], x.data_ptr(), dy.data_ptr(),
                                  dx.data_ptr())
@@ -213,7 +229,7 @@ class EncodingFunction(torch.autograd.Function):
         if in_dims[0] is None:
             return EncodingFunction.apply(x, encoding), None
         x = x.movedim(in_dims[0], 0)
-        y = EncodingFunction.apply(x.reshape(-1, x.shape[-1]), encoding)
+        y = EncodingFunction.apply(x.reshape(-1, x.shape[-1]).contiguous(), encoding)
         return y.reshape(*x.shape[:-1], y.shape[-1]), 0
 
     @staticmethod
@@ -236,6 +252,16 @@ def check_input(x: Tensor, spec: EncodingSpec):
                          f"got {tuple(x.shape)}")
 
 
+def _in_transform(x: Tensor) -> bool:
+    """Whether x carries forward-mode tangents (a dual tensor) or lives inside a torch.func transform.
+    There the torch-op composite runs: every transform understands it, while the kernels' Function has
+    no jvp rule (Dynamo cannot trace one, so adding it would break torch.compile) and the bare op would
+    silently drop a tangent."""
+    if torch.compiler.is_compiling():
+        return False
+    return torch._C._functorch.is_functorch_wrapped_tensor(x) or fwAD.unpack_dual(x).tangent is not None
+
+
 def encode(x: Tensor, spec: EncodingSpec) -> Tensor:
     """e(x): (..., spec.in_features) -> (..., spec.out_features); differentiable in x to any order."""
     check_input(x, spec)
@@ -245,9 +271,10 @@ def encode(x: Tensor, spec: EncodingSpec) -> Tensor:
     x2 = x.reshape(-1, x.shape[-1])
     if not x2.is_contiguous():
         x2 = x2.contiguous()
-    codes = tuple(spec.codes())
-    if torch.is_grad_enabled() and x2.requires_grad:
-        y = EncodingFunction.apply(x2, codes)
+    if _in_transform(x2):
+        y = composite_encode(x2, spec)
+    elif torch.is_grad_enabled() and x2.requires_grad:
+        y = EncodingFunction.apply(x2, tuple(spec.codes()))
     else:
-        y = encoding_forward(x2, list(codes))
+        y = encoding_forward(x2, list(spec.codes()))
     return y.reshape(*lead, spec.out_features)

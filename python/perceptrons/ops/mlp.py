@@ -60,10 +60,15 @@ def _ptr(t: Optional[Tensor]) -> int:
     return 0 if t is None or t.numel() == 0 else t.data_ptr()
 
 
-def _check_cpu(x: Tensor):
+def _check_cpu(x: Tensor, weights, encoding=()):
     if x.device.type != "cpu":
         raise RuntimeError(f"perceptrons.mlp: no kernel for device {x.device} in this build "
                            f"(CUDA kernels: {_C.build_info()['cuda']}); inputs are never moved between devices")
+    # A cheap guard for direct callers of the ops (fused_mlp has checked everything already): the
+    # kernels read x as contiguous (batch, n_in) rows.
+    n_in = spec_of(tuple(encoding)).in_features if encoding else int(weights[0].shape[1])
+    if x.dim() != 2 or x.shape[1] != n_in or not x.is_contiguous():
+        raise ValueError(f"x: expected a contiguous (batch, {n_in}) tensor, got {tuple(x.shape)}")
 
 
 # Plain Python constants and arithmetic below, so torch.compile traces the dispatch decision.
@@ -120,7 +125,7 @@ def _workspace(x: Tensor, spec: MLPSpec, backward: bool) -> Tensor:
 @torch.library.custom_op("perceptrons::mlp_forward", mutates_args=(), device_types="cpu")
 def mlp_forward(x: Tensor, weights: list[Tensor], biases: list[Tensor], activation: str, activation_param: float,
                 output_activation: str, output_activation_param: float, encoding: list[float]) -> Tensor:
-    _check_cpu(x)
+    _check_cpu(x, weights, encoding)
     spec = _spec(x, weights, activation, activation_param, output_activation, output_activation_param)
     y = x.new_empty((x.shape[0], spec.widths[-1]))
     _C.mlp_forward_cpu(_DTYPE_CODES[x.dtype], spec.widths, *spec.codes(), x.shape[0], _ptr(x),
@@ -161,7 +166,7 @@ def _(x, weights, biases, activation, activation_param, output_activation, outpu
 def mlp_forward_train(x: Tensor, weights: list[Tensor], biases: list[Tensor], activation: str,
                       activation_param: float, output_activation: str,
                       output_activation_param: float, encoding: list[float]) -> tuple[Tensor, list[Tensor]]:
-    _check_cpu(x)
+    _check_cpu(x, weights, encoding)
     spec = _spec(x, weights, activation, activation_param, output_activation, output_activation_param)
     y = x.new_empty((x.shape[0], spec.widths[-1]))
     saved = [x.new_empty((n,)) for n in spec.saved_numels(x.shape[0])]
@@ -190,7 +195,7 @@ def _(x, weights, biases, activation, activation_param, output_activation, outpu
 def mlp_backward(dy: Tensor, x: Tensor, y: Tensor, saved: list[Tensor], weights: list[Tensor], biases: list[Tensor],
                  activation: str, activation_param: float, output_activation: str, output_activation_param: float,
                  need_dx: bool, encoding: list[float]) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-    _check_cpu(x)
+    _check_cpu(x, weights, encoding)
     spec = _spec(x, weights, activation, activation_param, output_activation, output_activation_param)
     dy = dy.contiguous()
     dx = torch.empty_like(x) if need_dx else x.new_empty((0,))
