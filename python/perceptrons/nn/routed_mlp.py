@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from .. import activations as _acts
 from ..ops.mlp import fused_mlp
 from ..ops.routed import RoutedMLPFunction, composite_routed_forward, owner_maps, routing_ints, sampler_tensors
+from ..ops.transforms import forward_mode_active
 from ..routing import Routing
 from .fused_mlp import layer_widths
 
@@ -124,7 +125,7 @@ class RoutedMLP(nn.Module):
     def _routed(self, x: Tensor, routing: Routing, step: int, batch_id: int, example_ids: Tensor) -> Tensor:
         weights = list(self.weights)
         biases = list(self.biases) if self.biases is not None else []
-        if x.device.type != "cpu":
+        if x.device.type != "cpu" or forward_mode_active(x, *weights, *biases):  # ops/transforms.py
             owners = owner_maps(routing, self.widths, step, batch_id, example_ids, x.shape[-2], x.device)
             return composite_routed_forward(x, weights, biases or [None] * len(weights), owners, *self.config)
         ints = routing_ints(routing, step, batch_id)

@@ -18,11 +18,11 @@ import functools
 import math
 
 import torch
-import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
 from .. import _C
 from ..kernels.encodings import EncodingSpec
+from .transforms import in_functorch_transform
 
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
 
@@ -252,16 +252,6 @@ def check_input(x: Tensor, spec: EncodingSpec):
                          f"got {tuple(x.shape)}")
 
 
-def _in_transform(x: Tensor) -> bool:
-    """Whether x carries forward-mode tangents (a dual tensor) or lives inside a torch.func transform.
-    There the torch-op composite runs: every transform understands it, while the kernels' Function has
-    no jvp rule (Dynamo cannot trace one, so adding it would break torch.compile) and the bare op would
-    silently drop a tangent."""
-    if torch.compiler.is_compiling():
-        return False
-    return torch._C._functorch.is_functorch_wrapped_tensor(x) or fwAD.unpack_dual(x).tangent is not None
-
-
 def encode(x: Tensor, spec: EncodingSpec) -> Tensor:
     """e(x): (..., spec.in_features) -> (..., spec.out_features); differentiable in x to any order."""
     check_input(x, spec)
@@ -271,7 +261,7 @@ def encode(x: Tensor, spec: EncodingSpec) -> Tensor:
     x2 = x.reshape(-1, x.shape[-1])
     if not x2.is_contiguous():
         x2 = x2.contiguous()
-    if _in_transform(x2):
+    if in_functorch_transform(x2):  # every transform understands the composite (ops/transforms.py)
         y = composite_encode(x2, spec)
     elif torch.is_grad_enabled() and x2.requires_grad:
         y = EncodingFunction.apply(x2, tuple(spec.codes()))

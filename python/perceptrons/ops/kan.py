@@ -16,6 +16,7 @@ from torch import Tensor
 
 from .. import _C
 from ..kernels.kan import MODES
+from .transforms import forward_mode_active
 
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
 
@@ -214,7 +215,9 @@ def kan_linear(x: Tensor, grid: Tensor, base_weight: Tensor, spline_weight: Tens
     x2 = x.reshape(-1, x.shape[-1]).contiguous()
     ss = x2.new_empty((0,)) if spline_scaler is None else spline_scaler.contiguous()
     args = (x2, grid.contiguous(), base_weight.contiguous(), spline_weight.contiguous(), ss, spline_order, mode)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (x2, base_weight, spline_weight, ss)):
+    if forward_mode_active(x2, base_weight, spline_weight, ss):  # see ops/transforms.py
+        y = composite_forward(*args)
+    elif torch.is_grad_enabled() and any(t.requires_grad for t in (x2, base_weight, spline_weight, ss)):
         y = KANFunction.apply(*args)
     else:
         y = kan_forward(*args)

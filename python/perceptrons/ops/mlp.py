@@ -34,6 +34,7 @@ from ..kernels import MLPSpec
 from ..kernels.encodings import EncodingSpec
 from .encodings import check_input as _check_encoding_input
 from .encodings import composite_encode, composite_encode_backward, encode, spec_of
+from .transforms import forward_mode_active
 
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
 _CUDA_DTYPE_CODES = {torch.float16: 2, torch.bfloat16: 3}
@@ -462,8 +463,8 @@ def fused_mlp(x: Tensor, weights: Sequence[Tensor], biases: Optional[Sequence[Op
     weights = [w if w.is_contiguous() else w.contiguous() for w in weights]
     bs = [x2.new_empty((0,)) if b is None else (b if b.is_contiguous() else b.contiguous()) for b in biases]
     needs_grad = torch.is_grad_enabled() and (x2.requires_grad or any(t.requires_grad for t in weights + bs))
-    if x2.device.type == "cuda" and cuda_path(x2, weights) != "fused":
-        y = composite_forward(x2, weights, bs, act, p, out_act, out_p)
+    if (x2.device.type == "cuda" and cuda_path(x2, weights) != "fused") or forward_mode_active(x2, *weights, *bs):
+        y = composite_forward(x2, weights, bs, act, p, out_act, out_p, encoding=codes)
     elif needs_grad:
         y = FusedMLPFunction.apply(x2, act, p, out_act, out_p, codes, len(weights), *weights, *bs)[0]
     else:
