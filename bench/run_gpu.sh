@@ -20,6 +20,10 @@ log="$OUT/gpu_${what}.log"
   cd /tmp && python3 -m perceptrons info && cd - > /dev/null
   if [ "$what" = test ] || [ "$what" = all ]; then
     python3 -m pytest -q -rfs --tb=short --maxfail=25 --durations=5 tests/mlp/test_fused_mlp_cuda.py ${2:+-k "$2"} -p no:cacheprovider 2>&1 | tail -60
+    # The CUDA paths of the encodings, EncodedMLP, the tcnn front and the NeRF example (torch-op
+    # encodings feeding the fused float16 kernels) and forward-mode AD; they skip without a GPU.
+    python3 -m pytest -q -rfs --tb=short -k "cuda or CUDA" -p no:cacheprovider tests/encodings tests/tcnn \
+      tests/test_nerf_example.py 2>&1 | tail -30
   fi
   if [ "$what" = profile ] || [ "$what" = all ]; then
     for k in mlp_forward_kernel mlp_backward_kernel; do
@@ -29,5 +33,6 @@ log="$OUT/gpu_${what}.log"
   fi
   if [ "$what" = bench ] || [ "$what" = all ]; then
     python3 bench/mlp_cuda.py ${BENCH_ARGS:-} --out "$OUT"
+    python3 examples/nerf_inference.py --device cuda --out "$OUT/nerf"
   fi
 } 2>&1 | tee "$log"
