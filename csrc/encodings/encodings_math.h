@@ -8,6 +8,7 @@
 // functions are PCT_HD for a future CUDA kernel.
 #pragma once
 #include <cmath>
+#include <type_traits>
 
 #include "common/hd.h"
 #include "encodings/encodings.h"
@@ -195,39 +196,65 @@ PCT_HD double quartic_cdf(double u) {
   return 15.0 / 16.0 * u * (1.0 - 2.0 / 3.0 * u2 + 0.2 * u2 * u2) + 0.5;
 }
 PCT_HD double quartic_pdf(double u) {
+  u = u < -1.0 ? -1.0 : (u > 1.0 ? 1.0 : u);  // 0 at and beyond |u| = 1
   const double v = 1.0 - u * u;
-  return u > -1.0 && u < 1.0 ? 15.0 / 16.0 * v * v : 0.0;
+  return 15.0 / 16.0 * v * v;
 }
 PCT_HD double one_blob_cdf(double u, double B) { return quartic_cdf(u - B) + quartic_cdf(u) + quartic_cdf(u + B); }
 PCT_HD double one_blob_pdf(double u, double B) { return quartic_pdf(u - B) + quartic_pdf(u) + quartic_pdf(u + B); }
 
+// Rows r < rows of x (row stride ldx); output (r, j) at out[r * rs + j * cs]. Like frequency(): a
+// block of rows at a time, one loop over rows per bin, branch-free (clamped polynomials), so it
+// vectorises, with contiguous stores into the MLP's column-major tiles.
 template <typename T>
-PCT_HD void one_blob(const T* x, int n_dims, int n_bins, T* out, long os) {
+static inline void one_blob(const T* x, long ldx, int rows, int n_dims, int n_bins, T* out, long rs, long cs) {
+  constexpr int kBlock = 64;
   const double B = n_bins;
-  for (int i = 0; i < n_dims; ++i) {
-    const double xb = double(x[i]) * B;
-    double prev = one_blob_cdf(-xb, B);
-    for (int k = 0; k < n_bins; ++k) {
-      const double next = one_blob_cdf(double(k + 1) - xb, B);
-      out[(i * n_bins + k) * os] = T(next - prev);
-      prev = next;
+  double xb[kBlock], prev[kBlock];
+  for (int r0 = 0; r0 < rows; r0 += kBlock) {
+    const int nr = rows - r0 < kBlock ? rows - r0 : kBlock;
+    for (int i = 0; i < n_dims; ++i) {
+      for (int r = 0; r < nr; ++r) {
+        xb[r] = double(x[(r0 + r) * ldx + i]) * B;
+        prev[r] = one_blob_cdf(-xb[r], B);
+      }
+      T* o = out + r0 * rs + long(i) * n_bins * cs;
+      for (int k = 0; k < n_bins; ++k) {
+        for (int r = 0; r < nr; ++r) {
+          const double next = one_blob_cdf(double(k + 1) - xb[r], B);
+          o[r * rs + k * cs] = T(next - prev[r]);
+          prev[r] = next;
+        }
+      }
     }
   }
 }
 
+// dx[r][i] = B sum_k g(r, bin k of i) (Q'(k - xB) - Q'(k + 1 - xB)): d/dx of Q(k - x B) is -B Q'.
 template <typename T>
-PCT_HD void one_blob_backward(const T* x, const T* g, long gs, int n_dims, int n_bins, T* dx) {
-  // d/dx of Q(k - x B) is -B Q'(k - x B).
+static inline void one_blob_backward(const T* x, long ldx, int rows, const T* g, long rs, long cs, int n_dims,
+                                     int n_bins, T* dx) {
+  constexpr int kBlock = 64;
   const double B = n_bins;
-  for (int i = 0; i < n_dims; ++i) {
-    const double xb = double(x[i]) * B;
-    double prev = one_blob_pdf(-xb, B), acc = 0.0;
-    for (int k = 0; k < n_bins; ++k) {
-      const double next = one_blob_pdf(double(k + 1) - xb, B);
-      acc += double(g[(i * n_bins + k) * gs]) * (prev - next);
-      prev = next;
+  double xb[kBlock], prev[kBlock], acc[kBlock];
+  for (int r0 = 0; r0 < rows; r0 += kBlock) {
+    const int nr = rows - r0 < kBlock ? rows - r0 : kBlock;
+    for (int i = 0; i < n_dims; ++i) {
+      for (int r = 0; r < nr; ++r) {
+        xb[r] = double(x[(r0 + r) * ldx + i]) * B;
+        prev[r] = one_blob_pdf(-xb[r], B);
+        acc[r] = 0.0;
+      }
+      const T* gi = g + r0 * rs + long(i) * n_bins * cs;
+      for (int k = 0; k < n_bins; ++k) {
+        for (int r = 0; r < nr; ++r) {
+          const double next = one_blob_pdf(double(k + 1) - xb[r], B);
+          acc[r] += double(gi[r * rs + k * cs]) * (prev[r] - next);
+          prev[r] = next;
+        }
+      }
+      for (int r = 0; r < nr; ++r) dx[(r0 + r) * ldx + i] = T(B * acc[r]);
     }
-    dx[i] = T(B * acc);
   }
 }
 
@@ -252,17 +279,21 @@ static inline void encode_rows(const EncodingConfig& c, const T* x, long ldx, in
     const Part& q = c.parts[p];
     if (q.kind == Kind::Frequency) {
       frequency(x + xi, ldx, rows, q.n_dims, q.n, out + oi * cs, rs, cs);
-    } else {
-      for (int r = 0; r < rows; ++r) {
-        const T* xr = x + r * ldx + xi;
-        T* o = out + r * rs + oi * cs;
-        switch (q.kind) {
-          case Kind::Identity: identity(xr, q.n_dims, q.scale, q.offset, o, cs); break;
-          case Kind::SphericalHarmonics: spherical_harmonics(xr, q.n, o, cs); break;
-          case Kind::OneBlob: one_blob(xr, q.n_dims, q.n, o, cs); break;
-          case Kind::Frequency: break;
-        }
+    } else if (q.kind == Kind::OneBlob) {
+      one_blob(x + xi, ldx, rows, q.n_dims, q.n, out + oi * cs, rs, cs);
+    } else if (q.kind == Kind::SphericalHarmonics) {
+      // One loop per degree, so the polynomial code has no early returns and vectorises over rows.
+      const auto rows_of = [&](auto degree) {
+        for (int r = 0; r < rows; ++r) spherical_harmonics(x + r * ldx + xi, decltype(degree)::value, out + r * rs + oi * cs, cs);
+      };
+      switch (q.n) {
+        case 1: rows_of(std::integral_constant<int, 1>{}); break;
+        case 2: rows_of(std::integral_constant<int, 2>{}); break;
+        case 3: rows_of(std::integral_constant<int, 3>{}); break;
+        default: rows_of(std::integral_constant<int, 4>{}); break;
       }
+    } else {
+      for (int r = 0; r < rows; ++r) identity(x + r * ldx + xi, q.n_dims, q.scale, q.offset, out + r * rs + oi * cs, cs);
     }
     xi += q.n_dims;
     oi += part_width(q);
@@ -282,6 +313,8 @@ static inline void encode_rows_backward(const EncodingConfig& c, const T* x, lon
     const Part& q = c.parts[p];
     if (q.kind == Kind::Frequency) {
       frequency_backward(x + xi, ldx, rows, g + gi * cs, rs, cs, q.n_dims, q.n, dx + xi);
+    } else if (q.kind == Kind::OneBlob) {
+      one_blob_backward(x + xi, ldx, rows, g + gi * cs, rs, cs, q.n_dims, q.n, dx + xi);
     } else {
       for (int r = 0; r < rows; ++r) {
         const T* xr = x + r * ldx + xi;
@@ -290,8 +323,7 @@ static inline void encode_rows_backward(const EncodingConfig& c, const T* x, lon
         switch (q.kind) {
           case Kind::Identity: identity_backward(gr, cs, q.n_dims, q.scale, d); break;
           case Kind::SphericalHarmonics: spherical_harmonics_backward(xr, gr, cs, q.n, d); break;
-          case Kind::OneBlob: one_blob_backward(xr, gr, cs, q.n_dims, q.n, d); break;
-          case Kind::Frequency: break;
+          case Kind::Frequency: case Kind::OneBlob: break;
         }
       }
     }

@@ -142,7 +142,9 @@ def quartic_cdf(u):
 
 
 def quartic_pdf(u):
-    return np.where(np.abs(u) < 1.0, 15.0 / 16.0 * (1.0 - u * u) ** 2, 0.0)
+    """Density 15/16 (1 - u^2)^2 on [-1, 1], 0 outside; NaN stays NaN (as in the forward's CDF)."""
+    u = np.clip(u, -1.0, 1.0)
+    return 15.0 / 16.0 * (1.0 - u * u) ** 2
 
 
 def _one_blob_bounds(x, n_bins):
