@@ -73,7 +73,8 @@ def run(batch: int = 2 ** 16, threads=None, quick: bool = False, out=None) -> di
         set_num_threads(threads)
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    budget = 1.0 if quick else 4.0
+    # quick: a smoke run (three short rounds), for the test suite and a first look
+    timing = dict(min_rounds=3, max_rounds=3, min_sample_s=0.002) if quick else dict(min_rounds=5, budget_s=4.0)
     records = []
     for name, (make_enc, hidden, layers, n_out, out_act) in CONFIGS.items():
         enc = make_enc()
@@ -83,8 +84,7 @@ def run(batch: int = 2 ** 16, threads=None, quick: bool = False, out=None) -> di
             want = mlp.to_sequential()(composite_encode(x, enc.spec))
             torch.testing.assert_close(EncodedMLP(enc, mlp)(x), want, atol=1e-4, rtol=1e-4)
         for mode in ("inference", "training"):
-            comp = interleaved(_candidates(enc, mlp, x, mode == "training"), reference="fused", budget_s=budget,
-                               min_rounds=3 if quick else 5)
+            comp = interleaved(_candidates(enc, mlp, x, mode == "training"), reference="fused", **timing)
             med = {k: t.median for k, t in comp.timings.items()}
             records.append({"config": name, "mode": mode, "batch": batch, "threads": torch.get_num_threads(),
                             "median_ms": {k: 1e3 * v for k, v in med.items()},
