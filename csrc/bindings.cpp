@@ -104,6 +104,13 @@ enc::EncodingConfig encoding_from_codes(const std::vector<double>& codes) {
   return c;
 }
 
+// The standalone encoding kernels need at least one part.
+enc::EncodingConfig nonempty_encoding(const std::vector<double>& codes) {
+  const enc::EncodingConfig c = encoding_from_codes(codes);
+  if (c.n_parts == 0) throw py::value_error("encoding: expected at least one part, got none");
+  return c;
+}
+
 // Adds the encoding to an MLP config made by make_config and checks that the two fit together.
 void set_encoding(mlp::MlpConfig& c, const std::vector<double>& codes) {
   c.encoding = encoding_from_codes(codes);
@@ -386,8 +393,7 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("encoding_forward_cpu",
         [](const std::vector<double>& encoding, int dtype, int64_t batch, uint64_t x, uint64_t y) {
-          const enc::EncodingConfig c = encoding_from_codes(encoding);
-          if (c.n_parts == 0) throw py::value_error("encoding: expected at least one part, got none");
+          const enc::EncodingConfig c = nonempty_encoding(encoding);
           Status s;
           {
             py::gil_scoped_release nogil;
@@ -400,8 +406,7 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("encoding_backward_cpu",
         [](const std::vector<double>& encoding, int dtype, int64_t batch, uint64_t x, uint64_t dy, uint64_t dx) {
-          const enc::EncodingConfig c = encoding_from_codes(encoding);
-          if (c.n_parts == 0) throw py::value_error("encoding: expected at least one part, got none");
+          const enc::EncodingConfig c = nonempty_encoding(encoding);
           Status s;
           {
             py::gil_scoped_release nogil;

@@ -356,12 +356,10 @@ class _EncodedNetwork(_Module):
         if self._columns is not None:
             x = x[..., list(self._columns)]
         m = self.mlp_config
-        if x.device.type == "cpu":  # the encoding runs inside the fused kernel's input stage
-            return fused_mlp(x, self.weights(), None, m.activation, m.output_activation, m.activation_param,
-                             m.output_activation_param, encoding=self._spec)
-        h = encode(x if x.dtype == torch.float64 else x.float(), self._spec).to(x.dtype)
-        return fused_mlp(h, self.weights(), None, m.activation, m.output_activation, m.activation_param,
-                         m.output_activation_param)
+        # CPU: the encoding runs inside the fused kernel's input stage. CUDA: fused_mlp encodes in float32
+        # with torch ops, then runs the MLP in the parameters' dtype (tensor-core kernels for float16).
+        return fused_mlp(x, self.weights(), None, m.activation, m.output_activation, m.activation_param,
+                         m.output_activation_param, encoding=self._spec)
 
 
 class NetworkWithInputEncoding(_EncodedNetwork):
