@@ -1,14 +1,79 @@
-"""One fused-MLP training step (forward + backward) for a profiler to look at, e.g.
+"""Where the time of a fused-MLP call goes on the GPU.
+
+Without arguments: three training steps (forward + backward) for a profiler such as ncu to look at, e.g.
     ncu -k regex:mlp_backward_kernel -c 1 --section WarpStateStats python3 bench/profile_mlp_cuda.py
+With --breakdown: torch.profiler's per-kernel GPU times of inference and of a training step, ours and
+eager fp16 side by side, plus the wall time per call with the GPU kept busy (back-to-back calls) and
+the GPU busy time per call, which tells host-bound calls from GPU-bound ones.
 Width 64, 4 hidden layers, in = out = 64, batch 2^21, float16: the configuration of issue 6's figures."""
+import argparse
+
 import torch
 
 from perceptrons.nn import FusedMLP
 
-model = FusedMLP(64, 64, hidden_features=64, hidden_layers=4).cuda().half()
-x = torch.rand(2 ** 21, 64, device="cuda", dtype=torch.float16)
-dy = torch.rand(2 ** 21, 64, device="cuda", dtype=torch.float16)
-params = list(model.parameters())
-for _ in range(3):
-    torch.autograd.grad(model(x), params, dy)
-torch.cuda.synchronize()
+
+def step_fns(batch, width, layers):
+    model = FusedMLP(width, width, hidden_features=width, hidden_layers=layers).cuda().half()
+    seq = model.to_sequential()
+    x = torch.rand(batch, width, device="cuda", dtype=torch.float16)
+    dy = torch.rand(batch, width, device="cuda", dtype=torch.float16)
+    out = {}
+    for name, m in (("ours", model), ("eager", seq)):
+        params = list(m.parameters())
+
+        def infer(m=m):
+            with torch.no_grad():
+                m(x)
+
+        def train(m=m, params=params):
+            torch.autograd.grad(m(x), params, dy)
+
+        out[f"{name} inference"] = infer
+        out[f"{name} training"] = train
+    return out
+
+
+def breakdown(batch, width, layers, reps=20):
+    from torch.profiler import ProfilerActivity, profile
+    for name, f in step_fns(batch, width, layers).items():
+        for _ in range(3):
+            f()
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(reps):
+            f()
+        end.record()
+        end.synchronize()
+        wall = start.elapsed_time(end) / reps
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(reps):
+                f()
+            torch.cuda.synchronize()
+        rows = []
+        busy = 0.0
+        for ev in prof.key_averages():
+            t = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0.0)
+            if t > 0 and ev.count > 0:
+                rows.append((t / reps / 1e3, ev.count // reps, ev.key))
+                busy += t / reps / 1e3
+        print(f"== {name}: {wall:.4f} ms per call back to back; GPU busy {busy:.4f} ms per call (batch 2^"
+              f"{batch.bit_length() - 1}, w{width}x{layers})")
+        for ms, n, key in sorted(rows, reverse=True)[:12]:
+            print(f"   {ms:8.4f} ms  x{n:<3d} {key[:110]}")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--breakdown", action="store_true")
+    ap.add_argument("--batch-log2", type=int, default=21)
+    ap.add_argument("--width", type=int, default=64)
+    args = ap.parse_args()
+    if args.breakdown:
+        breakdown(2 ** args.batch_log2, args.width, 4)
+    else:
+        f = step_fns(2 ** 21, 64, 4)["ours training"]
+        for _ in range(3):
+            f()
+        torch.cuda.synchronize()

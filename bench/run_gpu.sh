@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: build for its architecture, run the CUDA tests, run the benchmark.
 # Usage (repo root, on the GPU machine): OUT=dir bash bench/run_gpu.sh [test|bench|all] [pytest -k expr]
+# With .gpubuild/ carried (scripts/build_gpu_module.sh run here first) it uses that module instead of
+# building there.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 what=${1:-all}
@@ -12,11 +14,17 @@ log="$OUT/gpu_${what}.log"
   nvidia-smi
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
   nvcc --version | tail -2
-  arch=$(python3 -c "import torch; c = torch.cuda.get_device_capability(); print(f'{c[0]}{c[1]}')")
-  t0=$(date +%s)
-  PERCEPTRONS_CUDA=ON PERCEPTRONS_CUDA_ARCHS="$arch" \
-    python3 -m pip install --no-build-isolation --no-deps -q . || exit 1
-  echo "build: $(( $(date +%s) - t0 )) s (sm_$arch)"
+  if ls .gpubuild/_C.cpython-*.so > /dev/null 2>&1; then
+    # Built ahead by scripts/build_gpu_module.sh (carried in .gpubuild): no device minutes compiling.
+    cp .gpubuild/_C.cpython-*.so python/perceptrons/ && export PYTHONPATH=$PWD/python
+    echo "prebuilt module: $(ls .gpubuild/_C.cpython-*.so)"
+  else
+    arch=$(python3 -c "import torch; c = torch.cuda.get_device_capability(); print(f'{c[0]}{c[1]}')")
+    t0=$(date +%s)
+    PERCEPTRONS_CUDA=ON PERCEPTRONS_CUDA_ARCHS="$arch" \
+      python3 -m pip install --no-build-isolation --no-deps -q . || exit 1
+    echo "build: $(( $(date +%s) - t0 )) s (sm_$arch)"
+  fi
   cd /tmp && python3 -m perceptrons info && cd - > /dev/null
   if [ "$what" = test ] || [ "$what" = all ]; then
     python3 -m pytest -q -rfs --tb=short --maxfail=25 --durations=5 tests/mlp/test_fused_mlp_cuda.py ${2:+-k "$2"} -p no:cacheprovider 2>&1 | tail -60

@@ -7,6 +7,7 @@
 
 #include "common/cuda_device.h"
 #include "mlp/mlp.h"
+#include "mlp/mlp_cuda_async.cuh"
 #include "mlp/mlp_cuda_kernels.cuh"
 #include "mlp/mlp_cuda_layout.h"
 
@@ -88,7 +89,7 @@ int64_t mlp_cuda_workspace_bytes(const MlpConfig& c, int64_t batch, bool backwar
   if (cuda_layout::cuda_supported(c) != Status::Ok || batch < 0) return -1;
   if (!backward) return cuda_layout::make_layout(c, false, 0).bytes;
   cuda::BwdLaunch plan;
-  const cudaError_t e = cuda::plan_backward(c, cuda_layout::make_layout(c, true, 0), batch, &plan);
+  const cudaError_t e = cuda::plan_backward(c, cuda_layout::make_layout(c, true, 0), batch, nullptr, nullptr, &plan);
   if (e != cudaSuccess) {
     set_cuda_error_detail(int(e), "mlp_cuda_workspace_bytes: device query");
     return -1;
@@ -122,6 +123,7 @@ Status mlp_forward_cuda(const MlpForwardArgs& a, void* workspace, int64_t worksp
   p.y = a.y;
   p.x_pairs = aligned_pairs(a.x, p.in);
   p.y_pairs = aligned_pairs(a.y, p.out);
+  p.x_async = cuda::async_rows_ok(a.x, p.in, cuda_layout::kMaxAsyncIn);
   p.act = c.activation;
   p.out_act = c.output_activation;
   p.act_p = float(c.activation_param);
@@ -147,7 +149,7 @@ Status mlp_backward_cuda(const MlpBackwardArgs& a, void* workspace, int64_t work
     if (!a.saved[l] && a.batch > 0) return Status::NullPointer;
   cudaStream_t stream = static_cast<cudaStream_t>(a.stream);
   cuda::BwdLaunch plan;
-  cudaError_t e = cuda::plan_backward(c, cuda_layout::make_layout(c, true, 0), a.batch, &plan);
+  cudaError_t e = cuda::plan_backward(c, cuda_layout::make_layout(c, true, 0), a.batch, a.x, a.dy, &plan);
   if (e != cudaSuccess) return fail(e, "mlp_backward_cuda: launch planning");
   const Layout lay = cuda_layout::make_layout(c, true, plan.grid);
   if (workspace_bytes < lay.bytes) return Status::WorkspaceTooSmall;
@@ -187,6 +189,14 @@ Status mlp_backward_cuda(const MlpBackwardArgs& a, void* workspace, int64_t work
   p.acc_in_smem = plan.acc_in_smem;
   p.sg_ld = plan.sg_ld;
   p.sh_ld = plan.sh_ld;
+  p.x_async = plan.x_async;
+  p.dy_async = plan.dy_async;
+  p.depth = plan.depth;
+  p.stream_off = plan.stream_off;
+  p.stream_warp_bytes = plan.stream_warp_bytes;
+  p.dy_slot_off = plan.dy_slot_off;
+  p.x_slot_off = plan.x_slot_off;
+  p.acc_off_smem = plan.acc_off_smem;
   e = cuda::launch_backward(c.dtype, c.widths[1], p, plan, stream);
   if (e != cudaSuccess) return fail(e, "mlp_backward_cuda: backward kernel");
 

@@ -10,8 +10,17 @@
 // sum runs in a fixed order, and a second kernel adds the blocks' slabs in block order. Activations
 // are read once (the saved fragments) and x twice (recomputing nothing but the output layer's z
 // when its activation needs it).
+//
+// Prefetch stream. With one block of 8 warps per SM, a global load issued when its layer starts
+// stalls the warp for most of its latency. So each warp reads everything it takes from global memory
+// (dy, the saved tiles of each layer top down, x) as one stream of items, copied with cp.async into
+// its own shared-memory slots `depth` items ahead of the one it consumes (one commit group per item,
+// so waiting for an item is cp.async.wait_group depth - 1). Saved tiles rotate through `depth` slots;
+// dy and x (when in / out <= kMaxAsyncBwdIo, a multiple of 8, 16-byte aligned) have one slot each,
+// which depth <= n_layers - 1 keeps from being refilled before the chunk has used them.
 #include <algorithm>
 
+#include "mlp/mlp_cuda_async.cuh"
 #include "mlp/mlp_cuda_io.cuh"
 #include "mlp/mlp_cuda_kernels.cuh"
 
@@ -22,16 +31,6 @@ namespace {
 
 using cuda_layout::kBwdChunkRows;
 using cuda_layout::kBwdWarps;
-
-template <int KT>
-__device__ __forceinline__ void load_saved(uint32_t (&s)[KT][4], const uint4* saved, int64_t tile16, int lane,
-                                           bool live) {
-#pragma unroll
-  for (int kk = 0; kk < KT; ++kk) {
-    const uint4 v = live ? saved[(tile16 * KT + kk) * 32 + lane] : make_uint4(0, 0, 0, 0);
-    s[kk][0] = v.x; s[kk][1] = v.y; s[kk][2] = v.z; s[kk][3] = v.w;
-  }
-}
 
 // h = f(z) fragment by fragment, for activations that save z; a copy otherwise.
 template <typename T, int KT>
@@ -73,63 +72,138 @@ __device__ __forceinline__ void stage_a(T* s, int ld, int srow, const uint32_t (
   for (int kk = 0; kk < KT; ++kk) stage_frag<T>(s, ld, srow, kk * 16, a[kk], g, t, ok0, ok1);
 }
 
-// Columns [c_from, c_to) of the warp's 16 staging rows: the ones column (bias) at c_from, zeros after.
+// Columns [c_from, c_to) of the warp's 16 staging rows: the ones column (bias) at c_from, zeros after
+// (c_to - c_from <= 8: the columns up to the next multiple of 8). Lane -> (row lane % 16, half of the
+// columns), no division: this runs every layer.
 template <typename T>
 __device__ __forceinline__ void stage_tail(T* s, int ld, int srow, int c_from, int c_to, int64_t r0, int64_t batch,
                                            int lane) {
-  const int cols = c_to - c_from;
-  for (int e = lane; e < 16 * cols; e += 32) {
-    const int r = e / cols, c = c_from + e % cols;
-    s[(srow + r) * ld + c] = from_float<T>(c == c_from && r0 + r < batch ? 1.f : 0.f);
-  }
+  const int r = lane & 15, c0 = c_from + (lane >> 4) * 4;
+  const T one = from_float<T>(r0 + r < batch ? 1.f : 0.f), zero = from_float<T>(0.f);
+  T* row = s + (srow + r) * ld;
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+    if (c0 + j < c_to) row[c0 + j] = c0 + j == c_from ? one : zero;
 }
 
-// acc(mt_n * 16 x nt_n * 8, C-fragment order) += sG^T * sH over the chunk's rows. Warp w takes the
-// units (2 m-tiles x 4 n-tiles) w, w + kBwdWarps, ...: each accumulator has one owner.
+// acc(mt_n * 16 x nt_n * 8, C-fragment order) += sG^T * sH over the chunk's rows. Units are one m-tile
+// by four n-tiles, numbered n-group-major so that the short last n-group (the bias column's tile, when
+// the input width is a multiple of 8) comes last: warp w takes units w, w + kBwdWarps, ..., so every
+// warp gets the same number of full units (at width 64: one each, plus a one-tile unit for four warps;
+// a warp's share was up to twice the mean with two m-tiles per unit). Each accumulator has one owner.
 template <typename T>
 __device__ __forceinline__ void reduce_chunk(float* acc, int mt_n, int nt_n, const T* sG, int sg_ld, const T* sH,
                                              int sh_ld, int warp, int lane) {
-  const int units_m = (mt_n + 1) / 2, units_n = (nt_n + 3) / 4;
+  const int units_n = (nt_n + 3) / 4;
   const int q = lane >> 3, r8 = lane & 7;
-  for (int u = warp; u < units_m * units_n; u += kBwdWarps) {
-    const int um = u / units_n, un = u % units_n;
-    bool mv[2], nv[4];
-#pragma unroll
-    for (int i = 0; i < 2; ++i) mv[i] = um * 2 + i < mt_n;
+  for (int u = warp; u < mt_n * units_n; u += kBwdWarps) {
+    const int un = u / mt_n, um = u - un * mt_n;
+    bool nv[4];
 #pragma unroll
     for (int j = 0; j < 4; ++j) nv[j] = un * 4 + j < nt_n;
-    float c[2][4][4];
+    float* unit_acc = acc + ((int64_t(um) * nt_n + un * 4) * 32 + lane) * 4;
+    float c[4][4];
 #pragma unroll
-    for (int i = 0; i < 2; ++i)
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-        if (mv[i] && nv[j])
-          v = *reinterpret_cast<const float4*>(acc + ((int64_t(um * 2 + i) * nt_n + un * 4 + j) * 32 + lane) * 4);
-        c[i][j][0] = v.x; c[i][j][1] = v.y; c[i][j][2] = v.z; c[i][j][3] = v.w;
-      }
-#pragma unroll 2
+    for (int j = 0; j < 4; ++j) {
+      float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (nv[j]) v = *reinterpret_cast<const float4*>(unit_acc + j * 128);
+      c[j][0] = v.x; c[j][1] = v.y; c[j][2] = v.z; c[j][3] = v.w;
+    }
+    const T* ga = sG + ((q >> 1) * 8 + r8) * sg_ld + um * 16 + (q & 1) * 8;
+    const T* hb = sH + ((q & 1) * 8 + r8) * sh_ld + (un * 4 + (q >> 1)) * 8;
+#pragma unroll 4
     for (int ks = 0; ks < kBwdChunkRows / 16; ++ks) {
-      uint32_t a[2][4], b[2][4];
-#pragma unroll
-      for (int i = 0; i < 2; ++i)  // g^T: matrices (rows 0-7, o 0-7), (0-7, 8-15), (8-15, 0-7), (8-15, 8-15)
-        if (mv[i]) ldmatrix_x4_trans(a[i], sG + (ks * 16 + (q >> 1) * 8 + r8) * sg_ld + (um * 2 + i) * 16 + (q & 1) * 8);
+      uint32_t a[4], b[2][4];
+      // g^T: matrices (rows 0-7, o 0-7), (0-7, 8-15), (8-15, 0-7), (8-15, 8-15)
+      ldmatrix_x4_trans(a, ga + ks * 16 * sg_ld);
 #pragma unroll
       for (int pp = 0; pp < 2; ++pp)  // h: matrices (rows 0-7, n 2pp), (8-15, 2pp), (0-7, 2pp+1), (8-15, 2pp+1)
-        if (nv[2 * pp]) ldmatrix_x4_trans(b[pp], sH + (ks * 16 + (q & 1) * 8 + r8) * sh_ld + (un * 4 + 2 * pp + (q >> 1)) * 8);
-#pragma unroll
-      for (int i = 0; i < 2; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-          if (mv[i] && nv[j]) mma_16816<T>(c[i][j], a[i], b[j / 2][2 * (j & 1)], b[j / 2][2 * (j & 1) + 1]);
-    }
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
+        if (nv[2 * pp]) ldmatrix_x4_trans(b[pp], hb + ks * 16 * sh_ld + pp * 16);
 #pragma unroll
       for (int j = 0; j < 4; ++j)
-        if (mv[i] && nv[j])
-          *reinterpret_cast<float4*>(acc + ((int64_t(um * 2 + i) * nt_n + un * 4 + j) * 32 + lane) * 4) =
-              make_float4(c[i][j][0], c[i][j][1], c[i][j][2], c[i][j][3]);
+        if (nv[j]) mma_16816<T>(c[j], a, b[j / 2][2 * (j & 1)], b[j / 2][2 * (j & 1) + 1]);
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+      if (nv[j]) *reinterpret_cast<float4*>(unit_acc + j * 128) = make_float4(c[j][0], c[j][1], c[j][2], c[j][3]);
+  }
+}
+
+// One warp's prefetch stream. Items come P = last + 2 per chunk: position 0 is dy, 1 .. last the
+// saved tiles of layers last - 1 .. 0, last + 1 is x. Positions, chunks and slots are stepped, not
+// divided: the kernel issues few instructions per mma as it is (its warps are few), and 64-bit
+// divisions per item showed up as a 10% slowdown.
+template <int KT>
+struct BwdStream {
+  const BwdParams& p;
+  unsigned char* base;  // this warp's area
+  int lane, last, srow;
+  int64_t n_chunks;
+  RowSegments dy_seg, x_seg;
+  int64_t issue_chunk;      // chunk of the next item to issue
+  int issue_pos = 0, issue_slot = 0, read_slot = 0;
+
+  __device__ BwdStream(const BwdParams& p_, unsigned char* smem, int warp, int lane_, int64_t n_chunks_)
+      : p(p_), base(smem + p_.stream_off + warp * p_.stream_warp_bytes), lane(lane_), last(p_.n_layers - 1),
+        srow(warp * 16), n_chunks(n_chunks_), dy_seg(p_.dy_async ? p_.out : 8, lane_),
+        x_seg(p_.x_async ? p_.in : 8, lane_), issue_chunk(blockIdx.x) {}
+
+  __device__ uint4* saved_slot(int slot) const { return reinterpret_cast<uint4*>(base) + slot * (KT * 32); }
+  __device__ uint16_t* dy_slot() const { return reinterpret_cast<uint16_t*>(base + p.dy_slot_off); }
+  __device__ uint16_t* x_slot() const { return reinterpret_cast<uint16_t*>(base + p.x_slot_off); }
+
+  // Issues the next item (an empty group past the warp's last chunk or for a synchronous x / dy).
+  __device__ void issue_next() {
+    const int64_t r0 = issue_chunk * kBwdChunkRows + srow;
+    if (issue_chunk < n_chunks) {
+      // dy and x rows past the batch land as zeros (the output layer stages g unmasked, the x staging
+      // too); a saved tile past the batch does not exist, and read_saved gives zeros for it.
+      if (issue_pos == 0) {
+        if (p.dy_async) async_copy_rows(dy_slot(), p.dy, p.batch, p.out, r0, 16, dy_seg);
+      } else if (issue_pos <= last) {
+        if (r0 < p.batch) {
+          const uint4* src = p.saved[last - issue_pos] + (r0 / 16) * KT * 32 + lane;
+          uint4* dst = saved_slot(issue_slot) + lane;
+#pragma unroll
+          for (int kk = 0; kk < KT; ++kk) cp_async_16(dst + kk * 32, src + kk * 32, 16);
+        }
+      } else if (p.x_async) {
+        async_copy_rows(x_slot(), p.x, p.batch, p.in, r0, 16, x_seg);
+      }
+    }
+    cp_async_commit();
+    if (issue_pos >= 1 && issue_pos <= last && ++issue_slot == p.depth) issue_slot = 0;
+    if (++issue_pos == last + 2) {
+      issue_pos = 0;
+      issue_chunk += gridDim.x;
+    }
+  }
+
+  // Waits until the oldest item not yet consumed has landed for every lane of the warp (the
+  // `depth` items issued ahead of it may stay in flight).
+  __device__ void consume() {
+    cp_async_wait(p.depth - 1);
+    __syncwarp();
+  }
+  // The slot of the saved tile being consumed (call once per saved tile, in order).
+  __device__ const uint4* next_saved_slot() {
+    const uint4* s = saved_slot(read_slot);
+    if (++read_slot == p.depth) read_slot = 0;
+    return s;
+  }
+  // After the consumed item's slot has been read: issues the item `depth` ahead.
+  __device__ void refill() {
+    __syncwarp();  // every lane has read the slot that the next item may reuse
+    issue_next();
+  }
+};
+
+template <int KT>
+__device__ __forceinline__ void read_saved(uint32_t (&s)[KT][4], const uint4* slot, int lane, bool live) {
+#pragma unroll
+  for (int kk = 0; kk < KT; ++kk) {
+    const uint4 v = live ? slot[kk * 32 + lane] : make_uint4(0, 0, 0, 0);
+    s[kk][0] = v.x; s[kk][1] = v.y; s[kk][2] = v.z; s[kk][3] = v.w;
   }
 }
 
@@ -139,7 +213,7 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1) mlp_backward_kernel(const _
   extern __shared__ __align__(16) unsigned char smem[];
   T* sG = reinterpret_cast<T*>(smem);
   T* sH = sG + kBwdChunkRows * p.sg_ld;
-  float* acc = p.acc_in_smem ? reinterpret_cast<float*>(sH + kBwdChunkRows * p.sh_ld)
+  float* acc = p.acc_in_smem ? reinterpret_cast<float*>(smem + p.acc_off_smem)
                              : p.partials + int64_t(blockIdx.x) * p.acc_total;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
@@ -151,13 +225,20 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1) mlp_backward_kernel(const _
   __syncthreads();
 
   const int64_t n_chunks = cuda_layout::ceil_div(p.batch, kBwdChunkRows);
+  BwdStream<KT> stream(p, smem, warp, lane, n_chunks);
+  for (int i = 0; i < p.depth; ++i) stream.issue_next();
   for (int64_t chunk = blockIdx.x; chunk < n_chunks; chunk += gridDim.x) {
     const int64_t r0 = chunk * kBwdChunkRows + srow;
     const bool live = r0 < p.batch;
     const bool ok0 = r0 + g < p.batch, ok1 = r0 + g + 8 < p.batch;
 
+    stream.consume();  // dy: read by the output layer below, its slot kept until the next chunk
+    const uint16_t* dys = stream.dy_slot();
+    stream.refill();
     uint32_t s[KT][4], h[KT][4];  // what layer last-1 saved, and its output
-    load_saved<KT>(s, p.saved[last - 1], r0 / 16, lane, live);
+    stream.consume();
+    read_saved<KT>(s, stream.next_saved_slot(), lane, live);
+    stream.refill();
     saved_to_input<T, KT>(h, s, p.act, p.act_p);
 
     // ---- Output layer: g = dy * f_out'(z), 16 output columns at a time.
@@ -165,8 +246,13 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1) mlp_backward_kernel(const _
 #pragma unroll
     for (int j = 0; j < NT; ++j) accg[j][0] = accg[j][1] = accg[j][2] = accg[j][3] = 0.f;
     float dn[2][4];  // dy of the next 16 columns, loaded one step ahead
-    load_c<T>(dn[0], p.dy, p.batch, p.out, r0, 0, g, t, p.dy_pairs);
-    load_c<T>(dn[1], p.dy, p.batch, p.out, r0, 8, g, t, p.dy_pairs);
+    if (p.dy_async) {
+      load_c_smem<T>(dn[0], dys, p.out, 0, g, t);
+      load_c_smem<T>(dn[1], dys, p.out, 8, g, t);
+    } else {
+      load_c<T>(dn[0], p.dy, p.batch, p.out, r0, 0, g, t, p.dy_pairs);
+      load_c<T>(dn[1], p.dy, p.batch, p.out, r0, 8, g, t, p.dy_pairs);
+    }
     for (int jp = 0; jp < out_np; ++jp) {
       float d[2][4];
 #pragma unroll
@@ -174,8 +260,13 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1) mlp_backward_kernel(const _
 #pragma unroll
         for (int e = 0; e < 4; ++e) d[h2][e] = dn[h2][e];
       if (jp + 1 < out_np) {
-        load_c<T>(dn[0], p.dy, p.batch, p.out, r0, jp * 16 + 16, g, t, p.dy_pairs);
-        load_c<T>(dn[1], p.dy, p.batch, p.out, r0, jp * 16 + 24, g, t, p.dy_pairs);
+        if (p.dy_async) {
+          load_c_smem<T>(dn[0], dys, p.out, jp * 16 + 16, g, t);
+          load_c_smem<T>(dn[1], dys, p.out, jp * 16 + 24, g, t);
+        } else {
+          load_c<T>(dn[0], p.dy, p.batch, p.out, r0, jp * 16 + 16, g, t, p.dy_pairs);
+          load_c<T>(dn[1], p.dy, p.batch, p.out, r0, jp * 16 + 24, g, t, p.dy_pairs);
+        }
       }
       if (p.out_act != Activation::None) {
         float z[2][4];
@@ -211,8 +302,10 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1) mlp_backward_kernel(const _
 
     // ---- Hidden layers, top down: layer l maps h_{l-1} (x for l = 0) to h_l, which saved s.
     for (int l = last - 1; l >= 0; --l) {
-      uint32_t s2[KT][4];  // the layer below's saved fragments, in flight while this layer computes
-      if (l >= 1) load_saved<KT>(s2, p.saved[l - 1], r0 / 16, lane, live);
+      uint32_t s2[KT][4];  // the layer below's saved fragments (landed in shared memory already)
+      stream.consume();
+      if (l >= 1) read_saved<KT>(s2, stream.next_saved_slot(), lane, live);
+      const uint16_t* xs = stream.x_slot();  // l == 0: this chunk's x, read below before the next consume
       float sv[NT][4];
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
@@ -250,10 +343,13 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1) mlp_backward_kernel(const _
         for (int k0 = 0; k0 < in_np; k0 += kXGroup) {
           uint32_t xa[kXGroup][4];
 #pragma unroll
-          for (int q = 0; q < kXGroup; ++q) load_a(xa[q], p.x, p.batch, p.in, r0, (k0 + q) * 16, g, t, p.x_pairs);
+          for (int u = 0; u < kXGroup; ++u) {
+            if (p.x_async) load_a_smem(xa[u], xs, p.in, 0, (k0 + u) * 16, g, t);
+            else load_a(xa[u], p.x, p.batch, p.in, r0, (k0 + u) * 16, g, t, p.x_pairs);
+          }
 #pragma unroll
-          for (int q = 0; q < kXGroup; ++q)
-            if (k0 + q < in_np) stage_frag<T>(sH, p.sh_ld, srow, (k0 + q) * 16, xa[q], g, t, true, true);
+          for (int u = 0; u < kXGroup; ++u)
+            if (k0 + u < in_np) stage_frag<T>(sH, p.sh_ld, srow, (k0 + u) * 16, xa[u], g, t, true, true);
         }
         __syncwarp();
         stage_tail<T>(sH, p.sh_ld, srow, p.in, p.acc_nt[0] * 8, r0, p.batch, lane);
@@ -272,11 +368,13 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1) mlp_backward_kernel(const _
           }
         }
       }
+      stream.refill();
       __syncthreads();
       reduce_chunk<T>(acc + p.acc_off[l], p.acc_mt[l], p.acc_nt[l], sG, p.sg_ld, sH, p.sh_ld, warp, lane);
       __syncthreads();
     }
   }
+  cp_async_wait(0);  // the empty groups past the last chunk
 
   if (p.acc_in_smem) {
     float* slab = p.partials + int64_t(blockIdx.x) * p.acc_total;
@@ -330,21 +428,47 @@ cudaError_t launch_width(int width, const BwdParams& p, const BwdLaunch& plan, c
 
 }  // namespace
 
-cudaError_t plan_backward(const MlpConfig& c, const cuda_layout::Layout& lay, int64_t batch, BwdLaunch* out) {
+cudaError_t plan_backward(const MlpConfig& c, const cuda_layout::Layout& lay, int64_t batch, const void* x,
+                          const void* dy, BwdLaunch* out) {
   int sm_count = 0, optin = 0;
   cudaError_t e = device_limits(&sm_count, &optin);
   if (e != cudaSuccess) return e;
-  const int width = c.widths[1], outw = c.widths[c.n_layers];
+  const int width = c.widths[1], inw = c.widths[0], outw = c.widths[c.n_layers];
   BwdLaunch b;
   b.sg_ld = cuda_layout::staging_stride(std::max<int>(width, int(cuda_layout::round_up(outw, 16))));
   int sh_cols = 0;
   for (int l = 0; l < c.n_layers; ++l) sh_cols = std::max(sh_cols, lay.acc_nt[l] * 8);
   b.sh_ld = cuda_layout::staging_stride(sh_cols);
   const size_t staging = size_t(kBwdChunkRows) * (b.sg_ld + b.sh_ld) * 2;
-  const size_t with_acc = staging + size_t(lay.acc_total) * 4;
-  b.acc_in_smem = with_acc <= size_t(optin);
-  b.smem = b.acc_in_smem ? with_acc : staging;
-  if (b.smem > size_t(optin)) return cudaErrorInvalidConfiguration;
+  const size_t acc_bytes = size_t(lay.acc_total) * 4;
+  // The prefetch stream: as deep as 3 items, x / dy through it where they allow; shallower or
+  // without them when shared memory is short. The accumulators go to shared memory if still room.
+  const int max_depth = std::min(3, c.n_layers - 1);
+  const bool io_ok[2] = {true, false};
+  bool planned = false;
+  for (int depth = max_depth; depth >= 1 && !planned; --depth) {
+    for (bool io : io_ok) {
+      b.depth = depth;
+      b.x_async = io && async_rows_ok(x, inw, cuda_layout::kMaxAsyncBwdIo);
+      b.dy_async = io && async_rows_ok(dy, outw, cuda_layout::kMaxAsyncBwdIo);
+      const int saved_bytes = depth * (width / 16) * 512;
+      const int dy_bytes = b.dy_async ? int(cuda_layout::round_up(16 * async_row_stride(outw) * 2, 16)) : 0;
+      const int x_bytes = b.x_async ? int(cuda_layout::round_up(16 * async_row_stride(inw) * 2, 16)) : 0;
+      b.dy_slot_off = saved_bytes;
+      b.x_slot_off = saved_bytes + dy_bytes;
+      b.stream_warp_bytes = saved_bytes + dy_bytes + x_bytes;
+      b.stream_off = int(staging);
+      const size_t without_acc = staging + size_t(kBwdWarps) * b.stream_warp_bytes;
+      b.acc_off_smem = int(cuda_layout::round_up(int64_t(without_acc), 16));
+      b.acc_in_smem = size_t(b.acc_off_smem) + acc_bytes <= size_t(optin);
+      b.smem = b.acc_in_smem ? size_t(b.acc_off_smem) + acc_bytes : without_acc;
+      if (b.smem <= size_t(optin)) {
+        planned = true;
+        break;
+      }
+    }
+  }
+  if (!planned) return cudaErrorInvalidConfiguration;
   // One block per SM (the block uses most of the SM's shared memory or registers); never more
   // blocks than chunks, so each slab sums at least one chunk.
   const int64_t chunks = cuda_layout::ceil_div(batch, kBwdChunkRows);

@@ -2,8 +2,12 @@
 // forward (also each hidden layer's saved fragments). A persistent grid; each warp walks tiles of
 // 16 * MT rows and carries them through every layer in registers. Weight fragments come from the
 // repacked buffer through the read-only cache: every warp of every block reads the same few KB.
+// When x allows it (p.x_async: in % 8 == 0, in <= kMaxAsyncIn, 16-byte aligned), each warp copies its
+// next tile's rows of x into shared memory (cp.async, two buffers per warp) while it computes the
+// current one, so the few warps per SM do not stall on global loads at the start of every tile.
 #include <algorithm>
 
+#include "mlp/mlp_cuda_async.cuh"
 #include "mlp/mlp_cuda_io.cuh"
 #include "mlp/mlp_cuda_kernels.cuh"
 
@@ -52,12 +56,30 @@ __global__ void __launch_bounds__(kFwdWarps * 32) mlp_forward_kernel(const __gri
   const int64_t n_tiles = cuda_layout::ceil_div(p.batch, 16 * MT);
   const int in_kt = (p.in + 15) / 16, out_np = (p.out + 15) / 16;
   const int last = p.n_layers - 1;
+  extern __shared__ __align__(16) uint16_t x_smem[];
+  const int x_buf = 16 * MT * async_row_stride(p.in);  // elements per buffer
+  uint16_t* my_x = x_smem + warp * 2 * x_buf;
+  const int64_t step = int64_t(gridDim.x) * kFwdWarps;
+  int64_t tile = int64_t(blockIdx.x) * kFwdWarps + warp;
+  const RowSegments x_seg(p.x_async ? p.in : 8, lane);
+  if (p.x_async) {
+    if (tile < n_tiles) async_copy_rows(my_x, p.x, p.batch, p.in, tile * 16 * MT, 16 * MT, x_seg);
+    cp_async_commit();
+  }
 
-  for (int64_t tile = int64_t(blockIdx.x) * kFwdWarps + warp; tile < n_tiles;
-       tile += int64_t(gridDim.x) * kFwdWarps) {
+  for (int buf = 0; tile < n_tiles; tile += step, buf ^= 1) {
     const int64_t row0 = tile * 16 * MT;
     float acc[MT][NT][4];
     uint32_t a[MT][KT][4];
+    const uint16_t* xs = my_x + buf * x_buf;
+    if (p.x_async) {
+      __syncwarp();  // every lane is done with the other buffer (the previous tile) before it refills
+      if (tile + step < n_tiles)
+        async_copy_rows(my_x + (buf ^ 1) * x_buf, p.x, p.batch, p.in, (tile + step) * 16 * MT, 16 * MT, x_seg);
+      cp_async_commit();
+      cp_async_wait(1);  // this tile's rows have landed (the next tile's may still be in flight)
+      __syncwarp();      // ... for every lane's copies, not only this lane's
+    }
 
     // Layer 0: any input width, streamed k-tile by k-tile from x.
 #pragma unroll
@@ -71,8 +93,10 @@ __global__ void __launch_bounds__(kFwdWarps * 32) mlp_forward_kernel(const __gri
 #pragma unroll
       for (int q = 0; q < kXGroup; ++q)
 #pragma unroll
-        for (int m = 0; m < MT; ++m)
-          load_a(xa[q][m], p.x, p.batch, p.in, row0 + 16 * m, (k0 + q) * 16, g, t, p.x_pairs);
+        for (int m = 0; m < MT; ++m) {
+          if (p.x_async) load_a_smem(xa[q][m], xs, p.in, 16 * m, (k0 + q) * 16, g, t);
+          else load_a(xa[q][m], p.x, p.batch, p.in, row0 + 16 * m, (k0 + q) * 16, g, t, p.x_pairs);
+        }
 #pragma unroll
       for (int q = 0; q < kXGroup; ++q) {
         if (k0 + q >= in_kt) break;
@@ -149,15 +173,25 @@ template <typename T, int W, bool TRAIN>
 cudaError_t launch(const FwdParams& p, int sm_count, cudaStream_t stream) {
   constexpr int MT = rows_tiles<W>();
   auto kernel = mlp_forward_kernel<T, W, MT, TRAIN>;
-  static int per_sm = 0;  // per instantiation; the occupancy of a kernel does not change at run time
+  // Two x buffers per warp when x is copied asynchronously (at most kMaxAsyncIn columns: 70 KB per
+  // block at 128, still two blocks per SM at width 128 and three below).
+  const int smem = p.x_async ? kFwdWarps * 2 * 16 * MT * async_row_stride(p.in) * 2 : 0;
+  // Occupancy per instantiation and x width (a run uses few widths; the query is not free).
+  static int per_sm_by_in[cuda_layout::kMaxAsyncIn / 8 + 1] = {};
+  static int per_sm_sync = 0;
+  int& per_sm = p.x_async ? per_sm_by_in[p.in / 8] : per_sm_sync;
   if (per_sm == 0) {
-    cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kFwdWarps * 32, 0);
+    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         kFwdWarps * 2 * 16 * MT * async_row_stride(cuda_layout::kMaxAsyncIn) * 2);
     if (e != cudaSuccess) return e;
-    per_sm = std::max(per_sm, 1);
+    int n = 0;
+    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kFwdWarps * 32, smem);
+    if (e != cudaSuccess) return e;
+    per_sm = std::max(n, 1);
   }
   const int64_t tiles = cuda_layout::ceil_div(p.batch, 16 * MT);
   const int64_t blocks = std::min<int64_t>(cuda_layout::ceil_div(tiles, kFwdWarps), int64_t(sm_count) * per_sm);
-  kernel<<<unsigned(blocks), kFwdWarps * 32, 0, stream>>>(p);
+  kernel<<<unsigned(blocks), kFwdWarps * 32, smem, stream>>>(p);
   return cudaGetLastError();
 }
 

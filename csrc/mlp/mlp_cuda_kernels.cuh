@@ -43,6 +43,7 @@ struct FwdParams {
   const void* x;
   void* y;
   bool x_pairs, y_pairs;      // rows may be read/written as aligned 32-bit pairs
+  bool x_async;               // x is prefetched with cp.async (mlp_cuda_async.cuh)
   Activation act, out_act;
   float act_p, out_p;
   const uint4* wfrag[kMaxLayers];
@@ -72,16 +73,24 @@ struct BwdParams {
   int acc_mt[kMaxLayers], acc_nt[kMaxLayers];
   bool acc_in_smem;           // accumulate in shared memory and flush once, or in the slab directly
   int sg_ld, sh_ld;           // staging row strides (elements)
+  // The per-warp prefetch stream (mlp_cuda_backward.cu): offsets in bytes of shared memory.
+  bool x_async, dy_async;     // x / dy rows come through the stream (else straight from global)
+  int depth;                  // items in flight ahead of the one being consumed (= saved-tile slots)
+  int stream_off, stream_warp_bytes, dy_slot_off, x_slot_off;
+  int acc_off_smem;
 };
 struct BwdLaunch {
   int grid = 0;
   size_t smem = 0;
   bool acc_in_smem = false;
   int sg_ld = 0, sh_ld = 0;
+  bool x_async = false, dy_async = false;
+  int depth = 0, stream_off = 0, stream_warp_bytes = 0, dy_slot_off = 0, x_slot_off = 0, acc_off_smem = 0;
 };
-// Grid and shared memory of the backward for this configuration on the current device.
+// Grid and shared memory of the backward for this configuration on the current device. x and dy
+// (may be null when only the workspace size is wanted) decide whether they can be prefetched.
 cudaError_t plan_backward(const MlpConfig& c, const cuda_layout::Layout& lay_no_grid, int64_t batch,
-                          BwdLaunch* out);
+                          const void* x, const void* dy, BwdLaunch* out);
 cudaError_t launch_backward(DType dtype, int width, const BwdParams& p, const BwdLaunch& plan,
                             cudaStream_t stream);
 

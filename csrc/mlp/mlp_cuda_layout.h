@@ -39,6 +39,10 @@ constexpr int kBwdChunkRows = kBwdWarps * kTileRows;
 constexpr int64_t kAlign = 256;  // workspace sections start on this many bytes
 // Input and output widths the backward stages per chunk in shared memory (2 x 128 rows).
 constexpr int kMaxIoWidth = 256;
+// Widest x (forward) and x / dy (backward) that the kernels prefetch with cp.async into shared
+// memory (mlp_cuda_async.cuh); wider ones, or ones with in % 8 != 0, are read straight from global.
+constexpr int kMaxAsyncIn = 128;
+constexpr int kMaxAsyncBwdIo = 64;
 
 PCT_HD int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 PCT_HD int64_t ceil_div(int64_t v, int64_t m) { return (v + m - 1) / m; }
