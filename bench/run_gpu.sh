@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: build for its architecture, run the CUDA tests, run the benchmark.
-# Usage (repo root, on the GPU machine): OUT=dir bash bench/run_gpu.sh [test|bench|all] [pytest -k expr]
+# Usage (repo root, on the GPU machine): OUT=dir bash bench/run_gpu.sh [test|bench|profile|all] [pytest -k expr]
+# all = test + bench; profile (ncu sections of the two kernels) only when asked.
 # With .gpubuild/ carried (scripts/build_gpu_module.sh run here first) it uses that module instead of
 # building there.
 set -uo pipefail
@@ -29,18 +30,20 @@ log="$OUT/gpu_${what}.log"
   if [ "$what" = test ] || [ "$what" = all ]; then
     python3 -m pytest -q -rfs --tb=short --maxfail=25 --durations=5 tests/mlp/test_fused_mlp_cuda.py ${2:+-k "$2"} -p no:cacheprovider 2>&1 | tail -60
     # The CUDA paths of the encodings, EncodedMLP, the tcnn front and the NeRF example (torch-op
-    # encodings feeding the fused float16 kernels) and forward-mode AD; they skip without a GPU.
+    # encodings feeding the fused float16 kernels); they skip without a GPU.
     python3 -m pytest -q -rfs --tb=short -k "cuda or CUDA" -p no:cacheprovider tests/encodings tests/tcnn \
       tests/test_nerf_example.py 2>&1 | tail -30
   fi
-  if [ "$what" = profile ] || [ "$what" = all ]; then
+  if [ "$what" = profile ]; then
+    python3 bench/profile_mlp_cuda.py --breakdown
     for k in mlp_forward_kernel mlp_backward_kernel; do
       ncu -k regex:$k -s 2 -c 1 --section SpeedOfLight --section Occupancy --section WarpStateStats \
         --section LaunchStats python3 bench/profile_mlp_cuda.py 2>&1 | grep -v "^==PROF==" | tail -60
     done
   fi
   if [ "$what" = bench ] || [ "$what" = all ]; then
-    python3 bench/mlp_cuda.py ${BENCH_ARGS:-} --out "$OUT"
-    python3 examples/nerf_inference.py --device cuda --out "$OUT/nerf"
+    python3 bench/profile_mlp_cuda.py --breakdown
+    timeout ${BENCH_TIMEOUT:-480} python3 bench/mlp_cuda.py ${BENCH_ARGS:-} --out "$OUT"
+    timeout 120 python3 examples/nerf_inference.py --device cuda --out "$OUT/nerf"
   fi
 } 2>&1 | tee "$log"

@@ -32,6 +32,14 @@ namespace {
 using cuda_layout::kBwdChunkRows;
 using cuda_layout::kBwdWarps;
 
+// Two saved ReLU outputs (16 bits each) -> a mask keeping the gradient where the output is not <= 0.
+// ReLU outputs are +0, -0, positive or NaN (float16 and bfloat16 alike), so that is "any bit below the
+// sign set". As torch's threshold_backward: a NaN output passes the gradient, a masked gradient is 0
+// even if it was NaN.
+__device__ __forceinline__ uint32_t relu_grad_mask(uint32_t saved_pair) {
+  return __vcmpgtu2(saved_pair & 0x7FFF7FFFu, 0u);  // per 16-bit half: magnitude bits != 0 -> 0xFFFF
+}
+
 // h = f(z) fragment by fragment, for activations that save z; a copy otherwise.
 template <typename T, int KT>
 __device__ __forceinline__ void saved_to_input(uint32_t (&h)[KT][4], const uint32_t (&s)[KT][4], Activation a,
@@ -52,17 +60,28 @@ __device__ __forceinline__ void saved_to_input(uint32_t (&h)[KT][4], const uint3
     }
 }
 
-// Writes a warp's A fragments (16 rows, KT * 16 columns) into a row-major staging buffer; rows past
-// the batch become zeros.
+// Writes a warp's A fragment (16 rows, 16 columns at col0) into a row-major staging buffer; rows past
+// the batch become zeros. On sm_90 one stmatrix stores the four 8x8 matrices (lanes 8q..8q+7 give the
+// row addresses of matrix q: rows 0-7 / 8-15 of columns 0-7, then of columns 8-15), instead of four
+// 32-bit stores per lane; the staging strides keep those 8 rows in distinct bank groups.
 template <typename T>
 __device__ __forceinline__ void stage_frag(T* s, int ld, int srow, int col0, const uint32_t (&a)[4], int g, int t,
                                            bool ok0, bool ok1) {
+  const uint32_t v0 = ok0 ? a[0] : 0u, v1 = ok1 ? a[1] : 0u, v2 = ok0 ? a[2] : 0u, v3 = ok1 ? a[3] : 0u;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const int lane = 4 * g + t;
+  const T* row = s + (srow + (lane & 7) + ((lane >> 3) & 1) * 8) * ld + col0 + (lane >> 4) * 8;
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1,%2,%3,%4};\n" ::"r"(addr), "r"(v0), "r"(v1),
+               "r"(v2), "r"(v3));
+#else
   uint32_t* r0 = reinterpret_cast<uint32_t*>(s + (srow + g) * ld + col0 + 2 * t);
   uint32_t* r1 = reinterpret_cast<uint32_t*>(s + (srow + g + 8) * ld + col0 + 2 * t);
-  r0[0] = ok0 ? a[0] : 0u;
-  r1[0] = ok1 ? a[1] : 0u;
-  r0[4] = ok0 ? a[2] : 0u;
-  r1[4] = ok1 ? a[3] : 0u;
+  r0[0] = v0;
+  r1[0] = v1;
+  r0[4] = v2;
+  r1[4] = v3;
+#endif
 }
 
 template <typename T, int KT>
@@ -207,9 +226,13 @@ __device__ __forceinline__ void read_saved(uint32_t (&s)[KT][4], const uint4* sl
   }
 }
 
-template <typename T, int W>
+// RELU: the hidden activation is ReLU, known at compile time. The generic kernel switches on the
+// activation at run time, and its unrolled switch cases (exp, tanh, sine ...) make it several times
+// larger than its hot loop: ReLU, the usual choice, gets a kernel without them.
+template <typename T, int W, bool RELU>
 __global__ void __launch_bounds__(kBwdWarps * 32, 1) mlp_backward_kernel(const __grid_constant__ BwdParams p) {
   constexpr int NT = W / 8, KT = W / 16, NP = W / 16;
+  const Activation act = RELU ? Activation::ReLU : p.act;
   extern __shared__ __align__(16) unsigned char smem[];
   T* sG = reinterpret_cast<T*>(smem);
   T* sH = sG + kBwdChunkRows * p.sg_ld;
@@ -239,7 +262,7 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1) mlp_backward_kernel(const _
     stream.consume();
     read_saved<KT>(s, stream.next_saved_slot(), lane, live);
     stream.refill();
-    saved_to_input<T, KT>(h, s, p.act, p.act_p);
+    saved_to_input<T, KT>(h, s, act, p.act_p);
 
     // ---- Output layer: g = dy * f_out'(z), 16 output columns at a time.
     float accg[NT][4];
@@ -306,16 +329,26 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1) mlp_backward_kernel(const _
       stream.consume();
       if (l >= 1) read_saved<KT>(s2, stream.next_saved_slot(), lane, live);
       const uint16_t* xs = stream.x_slot();  // l == 0: this chunk's x, read below before the next consume
-      float sv[NT][4];
-#pragma unroll
-      for (int j = 0; j < NT; ++j) {
-        const float2 lo = unpack2<T>(s[j / 2][2 * (j & 1)]), hi = unpack2<T>(s[j / 2][2 * (j & 1) + 1]);
-        sv[j][0] = lo.x; sv[j][1] = lo.y; sv[j][2] = hi.x; sv[j][3] = hi.y;
-      }
-      scale_by_grad<NT * 4>(&accg[0][0], &sv[0][0], p.act, p.act_p);
       uint32_t ga[KT][4];
+      if (act == Activation::ReLU) {
+        // f'(z) = [saved output > 0]: a mask on the rounded g, the same bits as rounding g * f'(z).
 #pragma unroll
-      for (int kk = 0; kk < KT; ++kk) c_to_a<T>(ga[kk], accg[2 * kk], accg[2 * kk + 1]);
+        for (int kk = 0; kk < KT; ++kk) {
+          c_to_a<T>(ga[kk], accg[2 * kk], accg[2 * kk + 1]);
+#pragma unroll
+          for (int r = 0; r < 4; ++r) ga[kk][r] &= relu_grad_mask(s[kk][r]);
+        }
+      } else {
+        float sv[NT][4];
+#pragma unroll
+        for (int j = 0; j < NT; ++j) {
+          const float2 lo = unpack2<T>(s[j / 2][2 * (j & 1)]), hi = unpack2<T>(s[j / 2][2 * (j & 1) + 1]);
+          sv[j][0] = lo.x; sv[j][1] = lo.y; sv[j][2] = hi.x; sv[j][3] = hi.y;
+        }
+        scale_by_grad<NT * 4>(&accg[0][0], &sv[0][0], act, p.act_p);
+#pragma unroll
+        for (int kk = 0; kk < KT; ++kk) c_to_a<T>(ga[kk], accg[2 * kk], accg[2 * kk + 1]);
+      }
       stage_a<T, KT>(sG, p.sg_ld, srow, ga, g, t, ok0, ok1);
       if (l >= 1) {
         // g_l W_l: K = W (this layer's outputs), N = W.
@@ -334,7 +367,7 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1) mlp_backward_kernel(const _
         for (int kk = 0; kk < KT; ++kk)
 #pragma unroll
           for (int r = 0; r < 4; ++r) s[kk][r] = s2[kk][r];
-        saved_to_input<T, KT>(h, s, p.act, p.act_p);
+        saved_to_input<T, KT>(h, s, act, p.act_p);
         stage_a<T, KT>(sH, p.sh_ld, srow, h, g, t, ok0, ok1);
         stage_tail<T>(sH, p.sh_ld, srow, W, p.acc_nt[l] * 8, r0, p.batch, lane);
       } else {
@@ -408,7 +441,7 @@ __global__ void reduce_kernel(const __grid_constant__ ReduceParams p) {
 
 template <typename T, int W>
 cudaError_t launch(const BwdParams& p, const BwdLaunch& plan, cudaStream_t stream) {
-  auto kernel = mlp_backward_kernel<T, W>;
+  auto kernel = p.act == Activation::ReLU ? mlp_backward_kernel<T, W, true> : mlp_backward_kernel<T, W, false>;
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(plan.smem));
   if (e != cudaSuccess) return e;
   kernel<<<plan.grid, kBwdWarps * 32, plan.smem, stream>>>(p);

@@ -21,9 +21,9 @@ using cuda_layout::kFwdWarps;
 // Hidden layer epilogue: activation, optional save, and C -> A conversion for the next layer.
 template <typename T, int W, int MT, bool TRAIN>
 __device__ __forceinline__ void finish_hidden(float (&acc)[MT][W / 8][4], uint32_t (&a)[MT][W / 16][4],
-                                              const FwdParams& p, int l, int64_t tile, int lane) {
+                                              const FwdParams& p, Activation act, int l, int64_t tile, int lane) {
   constexpr int KT = W / 16;
-  const bool save_z = TRAIN && activation_needs_preactivation(p.act);
+  const bool save_z = TRAIN && activation_needs_preactivation(act);
 #pragma unroll
   for (int m = 0; m < MT; ++m) {
     const int64_t tt = tile * MT + m;  // 16-row tile index
@@ -37,7 +37,7 @@ __device__ __forceinline__ void finish_hidden(float (&acc)[MT][W / 8][4], uint32
           p.saved[l][(tt * KT + kk) * 32 + lane] = make_uint4(a[m][kk][0], a[m][kk][1], a[m][kk][2], a[m][kk][3]);
       }
     }
-    activate<(W / 8) * 4>(&acc[m][0][0], p.act, p.act_p);
+    activate<(W / 8) * 4>(&acc[m][0][0], act, p.act_p);
 #pragma unroll
     for (int kk = 0; kk < KT; ++kk) c_to_a<T>(a[m][kk], acc[m][2 * kk], acc[m][2 * kk + 1]);
     if (TRAIN && !save_z && store) {
@@ -48,9 +48,12 @@ __device__ __forceinline__ void finish_hidden(float (&acc)[MT][W / 8][4], uint32
   }
 }
 
-template <typename T, int W, int MT, bool TRAIN>
+// RELU: the hidden activation is ReLU, known at compile time (see the backward: the run-time switch
+// over every activation, unrolled, makes the generic kernel several times larger than its hot loop).
+template <typename T, int W, int MT, bool TRAIN, bool RELU>
 __global__ void __launch_bounds__(kFwdWarps * 32) mlp_forward_kernel(const __grid_constant__ FwdParams p) {
   constexpr int NT = W / 8, KT = W / 16, NP = W / 16;
+  const Activation act = RELU ? Activation::ReLU : p.act;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
   const int64_t n_tiles = cuda_layout::ceil_div(p.batch, 16 * MT);
@@ -112,7 +115,7 @@ __global__ void __launch_bounds__(kFwdWarps * 32) mlp_forward_kernel(const __gri
         }
       }
     }
-    finish_hidden<T, W, MT, TRAIN>(acc, a, p, 0, tile, lane);
+    finish_hidden<T, W, MT, TRAIN>(acc, a, p, act, 0, tile, lane);
 
     // Hidden layers W -> W.
     for (int l = 1; l < last; ++l) {
@@ -133,7 +136,7 @@ __global__ void __launch_bounds__(kFwdWarps * 32) mlp_forward_kernel(const __gri
           }
         }
       }
-      finish_hidden<T, W, MT, TRAIN>(acc, a, p, l, tile, lane);
+      finish_hidden<T, W, MT, TRAIN>(acc, a, p, act, l, tile, lane);
     }
 
     // Output layer: any output width, 16 columns at a time, written straight to y.
@@ -172,14 +175,15 @@ constexpr int rows_tiles() { return W <= 64 ? 2 : 1; }
 template <typename T, int W, bool TRAIN>
 cudaError_t launch(const FwdParams& p, int sm_count, cudaStream_t stream) {
   constexpr int MT = rows_tiles<W>();
-  auto kernel = mlp_forward_kernel<T, W, MT, TRAIN>;
+  const bool relu = p.act == Activation::ReLU;
+  auto kernel = relu ? mlp_forward_kernel<T, W, MT, TRAIN, true> : mlp_forward_kernel<T, W, MT, TRAIN, false>;
   // Two x buffers per warp when x is copied asynchronously (at most kMaxAsyncIn columns: 70 KB per
   // block at 128, still two blocks per SM at width 128 and three below).
   const int smem = p.x_async ? kFwdWarps * 2 * 16 * MT * async_row_stride(p.in) * 2 : 0;
   // Occupancy per instantiation and x width (a run uses few widths; the query is not free).
-  static int per_sm_by_in[cuda_layout::kMaxAsyncIn / 8 + 1] = {};
-  static int per_sm_sync = 0;
-  int& per_sm = p.x_async ? per_sm_by_in[p.in / 8] : per_sm_sync;
+  static int per_sm_by_in[2][cuda_layout::kMaxAsyncIn / 8 + 1] = {};
+  static int per_sm_sync[2] = {};
+  int& per_sm = p.x_async ? per_sm_by_in[relu][p.in / 8] : per_sm_sync[relu];
   if (per_sm == 0) {
     cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          kFwdWarps * 2 * 16 * MT * async_row_stride(cuda_layout::kMaxAsyncIn) * 2);
