@@ -32,12 +32,22 @@ namespace {
 using cuda_layout::kBwdChunkRows;
 using cuda_layout::kBwdWarps;
 
-// Two saved ReLU outputs (16 bits each) -> a mask keeping the gradient where the output is not <= 0.
-// ReLU outputs are +0, -0, positive or NaN (float16 and bfloat16 alike), so that is "any bit below the
-// sign set". As torch's threshold_backward: a NaN output passes the gradient, a masked gradient is 0
-// even if it was NaN.
-__device__ __forceinline__ uint32_t relu_grad_mask(uint32_t saved_pair) {
-  return __vcmpgtu2(saved_pair & 0x7FFF7FFFu, 0u);  // per 16-bit half: magnitude bits != 0 -> 0xFFFF
+// g * f'(z) for ReLU on a pair of rounded 16-bit gradients, from the pair of saved outputs: a paired
+// multiply by 1 or 0 (exact, so the same bits as rounding g * f'(z) in float32), two instructions per
+// pair. f'(z) is 1 where the output is not <= 0: a NaN output passes the gradient, as torch's
+// threshold_backward does; unlike it, a NaN gradient where f'(z) = 0 stays NaN (NaN * 0).
+template <typename T>
+__device__ __forceinline__ uint32_t relu_grad(uint32_t g_pair, uint32_t saved_pair) {
+  if constexpr (std::is_same<T, __half>::value) {
+    const __half2 r = __hmul2(*reinterpret_cast<__half2*>(&g_pair),
+                              __hgtu2(*reinterpret_cast<__half2*>(&saved_pair), __float2half2_rn(0.f)));
+    return *reinterpret_cast<const uint32_t*>(&r);
+  } else {
+    const __nv_bfloat162 r = __hmul2(*reinterpret_cast<__nv_bfloat162*>(&g_pair),
+                                     __hgtu2(*reinterpret_cast<__nv_bfloat162*>(&saved_pair),
+                                             __float2bfloat162_rn(0.f)));
+    return *reinterpret_cast<const uint32_t*>(&r);
+  }
 }
 
 // h = f(z) fragment by fragment, for activations that save z; a copy otherwise.
@@ -130,17 +140,32 @@ __device__ __forceinline__ void reduce_chunk(float* acc, int mt_n, int nt_n, con
     }
     const T* ga = sG + ((q >> 1) * 8 + r8) * sg_ld + um * 16 + (q & 1) * 8;
     const T* hb = sH + ((q & 1) * 8 + r8) * sh_ld + (un * 4 + (q >> 1)) * 8;
+    // g^T: matrices (rows 0-7, o 0-7), (0-7, 8-15), (8-15, 0-7), (8-15, 8-15);
+    // h: matrices (rows 0-7, n 2pp), (8-15, 2pp), (0-7, 2pp+1), (8-15, 2pp+1).
+    // Full units run without predicates: the compiler puts a WARPSYNC before every predicated
+    // ldmatrix / mma.sync, which nearly doubled the instructions of this loop.
+    if (un * 4 + 4 <= nt_n) {
 #pragma unroll 4
-    for (int ks = 0; ks < kBwdChunkRows / 16; ++ks) {
-      uint32_t a[4], b[2][4];
-      // g^T: matrices (rows 0-7, o 0-7), (0-7, 8-15), (8-15, 0-7), (8-15, 8-15)
-      ldmatrix_x4_trans(a, ga + ks * 16 * sg_ld);
+      for (int ks = 0; ks < kBwdChunkRows / 16; ++ks) {
+        uint32_t a[4], b[2][4];
+        ldmatrix_x4_trans(a, ga + ks * 16 * sg_ld);
+        ldmatrix_x4_trans(b[0], hb + ks * 16 * sh_ld);
+        ldmatrix_x4_trans(b[1], hb + ks * 16 * sh_ld + 16);
 #pragma unroll
-      for (int pp = 0; pp < 2; ++pp)  // h: matrices (rows 0-7, n 2pp), (8-15, 2pp), (0-7, 2pp+1), (8-15, 2pp+1)
-        if (nv[2 * pp]) ldmatrix_x4_trans(b[pp], hb + ks * 16 * sh_ld + pp * 16);
+        for (int j = 0; j < 4; ++j) mma_16816<T>(c[j], a, b[j / 2][2 * (j & 1)], b[j / 2][2 * (j & 1) + 1]);
+      }
+    } else {
+#pragma unroll 2
+      for (int ks = 0; ks < kBwdChunkRows / 16; ++ks) {
+        uint32_t a[4], b[2][4];
+        ldmatrix_x4_trans(a, ga + ks * 16 * sg_ld);
 #pragma unroll
-      for (int j = 0; j < 4; ++j)
-        if (nv[j]) mma_16816<T>(c[j], a, b[j / 2][2 * (j & 1)], b[j / 2][2 * (j & 1) + 1]);
+        for (int pp = 0; pp < 2; ++pp)
+          if (nv[2 * pp]) ldmatrix_x4_trans(b[pp], hb + ks * 16 * sh_ld + pp * 16);
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+          if (nv[j]) mma_16816<T>(c[j], a, b[j / 2][2 * (j & 1)], b[j / 2][2 * (j & 1) + 1]);
+      }
     }
 #pragma unroll
     for (int j = 0; j < 4; ++j)
@@ -331,12 +356,11 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1) mlp_backward_kernel(const _
       const uint16_t* xs = stream.x_slot();  // l == 0: this chunk's x, read below before the next consume
       uint32_t ga[KT][4];
       if (act == Activation::ReLU) {
-        // f'(z) = [saved output > 0]: a mask on the rounded g, the same bits as rounding g * f'(z).
 #pragma unroll
         for (int kk = 0; kk < KT; ++kk) {
           c_to_a<T>(ga[kk], accg[2 * kk], accg[2 * kk + 1]);
 #pragma unroll
-          for (int r = 0; r < 4; ++r) ga[kk][r] &= relu_grad_mask(s[kk][r]);
+          for (int r = 0; r < 4; ++r) ga[kk][r] = relu_grad<T>(ga[kk][r], s[kk][r]);
         }
       } else {
         float sv[NT][4];
