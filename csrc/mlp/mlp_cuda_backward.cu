@@ -1,6 +1,6 @@
 // Fused MLP backward on tensor cores, weight gradients included.
 //
-// A block of kBwdWarps warps takes a chunk of kBwdChunkRows rows at a time (persistent grid). Each
+// A block of WARPS warps takes a chunk of WARPS * 16 rows at a time (persistent grid). Each
 // warp carries its 16 rows' gradient g from the output layer down in registers (g_l = (g_{l+1} W_{l+1})
 // * f'(saved_l)); at each layer the block stages g_l and the layer's input h_{l-1} (with a column of
 // ones, whose product is the bias gradient) in shared memory, and the warps reduce
@@ -29,8 +29,8 @@ namespace mlp {
 namespace cuda {
 namespace {
 
-using cuda_layout::kBwdChunkRows;
 using cuda_layout::kBwdWarps;
+using cuda_layout::kBwdWarpsWide;
 
 // g * f'(z) for ReLU on a pair of rounded 16-bit gradients, from the pair of saved outputs: a paired
 // multiply by 1 or 0 (exact, so the same bits as rounding g * f'(z) in float32), two instructions per
@@ -117,15 +117,15 @@ __device__ __forceinline__ void stage_tail(T* s, int ld, int srow, int c_from, i
 
 // acc(mt_n * 16 x nt_n * 8, C-fragment order) += sG^T * sH over the chunk's rows. Units are one m-tile
 // by four n-tiles, numbered n-group-major so that the short last n-group (the bias column's tile, when
-// the input width is a multiple of 8) comes last: warp w takes units w, w + kBwdWarps, ..., so every
+// the input width is a multiple of 8) comes last: warp w takes units w, w + WARPS, ..., so every
 // warp gets the same number of full units (at width 64: one each, plus a one-tile unit for four warps;
 // a warp's share was up to twice the mean with two m-tiles per unit). Each accumulator has one owner.
-template <typename T>
+template <typename T, int WARPS>
 __device__ __forceinline__ void reduce_chunk(float* acc, int mt_n, int nt_n, const T* sG, int sg_ld, const T* sH,
                                              int sh_ld, int warp, int lane) {
   const int units_n = (nt_n + 3) / 4;
   const int q = lane >> 3, r8 = lane & 7;
-  for (int u = warp; u < mt_n * units_n; u += kBwdWarps) {
+  for (int u = warp; u < mt_n * units_n; u += WARPS) {
     const int un = u / mt_n, um = u - un * mt_n;
     bool nv[4];
 #pragma unroll
@@ -146,7 +146,7 @@ __device__ __forceinline__ void reduce_chunk(float* acc, int mt_n, int nt_n, con
     // ldmatrix / mma.sync, which nearly doubled the instructions of this loop.
     if (un * 4 + 4 <= nt_n) {
 #pragma unroll 4
-      for (int ks = 0; ks < kBwdChunkRows / 16; ++ks) {
+      for (int ks = 0; ks < WARPS; ++ks) {
         uint32_t a[4], b[2][4];
         ldmatrix_x4_trans(a, ga + ks * 16 * sg_ld);
         ldmatrix_x4_trans(b[0], hb + ks * 16 * sh_ld);
@@ -156,7 +156,7 @@ __device__ __forceinline__ void reduce_chunk(float* acc, int mt_n, int nt_n, con
       }
     } else {
 #pragma unroll 2
-      for (int ks = 0; ks < kBwdChunkRows / 16; ++ks) {
+      for (int ks = 0; ks < WARPS; ++ks) {
         uint32_t a[4], b[2][4];
         ldmatrix_x4_trans(a, ga + ks * 16 * sg_ld);
 #pragma unroll
@@ -177,7 +177,7 @@ __device__ __forceinline__ void reduce_chunk(float* acc, int mt_n, int nt_n, con
 // saved tiles of layers last - 1 .. 0, last + 1 is x. Positions, chunks and slots are stepped, not
 // divided: the kernel issues few instructions per mma as it is (its warps are few), and 64-bit
 // divisions per item showed up as a 10% slowdown.
-template <int KT>
+template <int KT, int WARPS>
 struct BwdStream {
   const BwdParams& p;
   unsigned char* base;  // this warp's area
@@ -198,7 +198,7 @@ struct BwdStream {
 
   // Issues the next item (an empty group past the warp's last chunk or for a synchronous x / dy).
   __device__ void issue_next() {
-    const int64_t r0 = issue_chunk * kBwdChunkRows + srow;
+    const int64_t r0 = issue_chunk * (WARPS * 16) + srow;
     if (issue_chunk < n_chunks) {
       // dy and x rows past the batch land as zeros (the output layer stages g unmasked, the x staging
       // too); a saved tile past the batch does not exist, and read_saved gives zeros for it.
@@ -254,13 +254,14 @@ __device__ __forceinline__ void read_saved(uint32_t (&s)[KT][4], const uint4* sl
 // RELU: the hidden activation is ReLU, known at compile time. The generic kernel switches on the
 // activation at run time, and its unrolled switch cases (exp, tanh, sine ...) make it several times
 // larger than its hot loop: ReLU, the usual choice, gets a kernel without them.
-template <typename T, int W, bool RELU>
-__global__ void __launch_bounds__(kBwdWarps * 32, 1) mlp_backward_kernel(const __grid_constant__ BwdParams p) {
+template <typename T, int W, bool RELU, int WARPS>
+__global__ void __launch_bounds__(WARPS * 32, 1) mlp_backward_kernel(const __grid_constant__ BwdParams p) {
+  constexpr int kChunkRows = WARPS * 16;
   constexpr int NT = W / 8, KT = W / 16, NP = W / 16;
   const Activation act = RELU ? Activation::ReLU : p.act;
   extern __shared__ __align__(16) unsigned char smem[];
   T* sG = reinterpret_cast<T*>(smem);
-  T* sH = sG + kBwdChunkRows * p.sg_ld;
+  T* sH = sG + kChunkRows * p.sg_ld;
   float* acc = p.acc_in_smem ? reinterpret_cast<float*>(smem + p.acc_off_smem)
                              : p.partials + int64_t(blockIdx.x) * p.acc_total;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -272,11 +273,11 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1) mlp_backward_kernel(const _
   for (int64_t i = threadIdx.x; i < p.acc_total; i += blockDim.x) acc[i] = 0.f;
   __syncthreads();
 
-  const int64_t n_chunks = cuda_layout::ceil_div(p.batch, kBwdChunkRows);
-  BwdStream<KT> stream(p, smem, warp, lane, n_chunks);
+  const int64_t n_chunks = cuda_layout::ceil_div(p.batch, kChunkRows);
+  BwdStream<KT, WARPS> stream(p, smem, warp, lane, n_chunks);
   for (int i = 0; i < p.depth; ++i) stream.issue_next();
   for (int64_t chunk = blockIdx.x; chunk < n_chunks; chunk += gridDim.x) {
-    const int64_t r0 = chunk * kBwdChunkRows + srow;
+    const int64_t r0 = chunk * kChunkRows + srow;
     const bool live = r0 < p.batch;
     const bool ok0 = r0 + g < p.batch, ok1 = r0 + g + 8 < p.batch;
 
@@ -345,7 +346,7 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1) mlp_backward_kernel(const _
     stage_a<T, KT>(sH, p.sh_ld, srow, h, g, t, ok0, ok1);
     stage_tail<T>(sH, p.sh_ld, srow, W, p.acc_nt[last] * 8, r0, p.batch, lane);
     __syncthreads();
-    reduce_chunk<T>(acc + p.acc_off[last], p.acc_mt[last], p.acc_nt[last], sG, p.sg_ld, sH, p.sh_ld, warp, lane);
+    reduce_chunk<T, WARPS>(acc + p.acc_off[last], p.acc_mt[last], p.acc_nt[last], sG, p.sg_ld, sH, p.sh_ld, warp, lane);
     __syncthreads();
 
     // ---- Hidden layers, top down: layer l maps h_{l-1} (x for l = 0) to h_l, which saved s.
@@ -427,7 +428,7 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1) mlp_backward_kernel(const _
       }
       stream.refill();
       __syncthreads();
-      reduce_chunk<T>(acc + p.acc_off[l], p.acc_mt[l], p.acc_nt[l], sG, p.sg_ld, sH, p.sh_ld, warp, lane);
+      reduce_chunk<T, WARPS>(acc + p.acc_off[l], p.acc_mt[l], p.acc_nt[l], sG, p.sg_ld, sH, p.sh_ld, warp, lane);
       __syncthreads();
     }
   }
@@ -465,10 +466,16 @@ __global__ void reduce_kernel(const __grid_constant__ ReduceParams p) {
 
 template <typename T, int W>
 cudaError_t launch(const BwdParams& p, const BwdLaunch& plan, cudaStream_t stream) {
-  auto kernel = p.act == Activation::ReLU ? mlp_backward_kernel<T, W, true> : mlp_backward_kernel<T, W, false>;
+  // The instantiations plan_backward chooses from: ReLU up to kBwdWideMaxWidth with kBwdWarpsWide
+  // warps, everything else with kBwdWarps.
+  const bool relu = p.act == Activation::ReLU;
+  constexpr bool kWide = W <= cuda_layout::kBwdWideMaxWidth;
+  auto kernel = mlp_backward_kernel<T, W, false, kBwdWarps>;
+  if (relu) kernel = mlp_backward_kernel<T, W, true, kWide ? kBwdWarpsWide : kBwdWarps>;
+  if (plan.warps != (relu && kWide ? kBwdWarpsWide : kBwdWarps)) return cudaErrorInvalidConfiguration;
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(plan.smem));
   if (e != cudaSuccess) return e;
-  kernel<<<plan.grid, kBwdWarps * 32, plan.smem, stream>>>(p);
+  kernel<<<plan.grid, plan.warps * 32, plan.smem, stream>>>(p);
   return cudaGetLastError();
 }
 
@@ -496,13 +503,18 @@ cudaError_t plan_backward(const MlpConfig& c, const cuda_layout::Layout& lay, in
   int sh_cols = 0;
   for (int l = 0; l < c.n_layers; ++l) sh_cols = std::max(sh_cols, lay.acc_nt[l] * 8);
   b.sh_ld = cuda_layout::staging_stride(sh_cols);
-  const size_t staging = size_t(kBwdChunkRows) * (b.sg_ld + b.sh_ld) * 2;
+  // ReLU networks up to width 64 run 12 warps per block: their kernel fits 12 warps' registers
+  // (<= 168 each), and the backward is latency-bound at 8 (2 warps per scheduler).
+  b.warps = c.activation == Activation::ReLU && width <= cuda_layout::kBwdWideMaxWidth ? kBwdWarpsWide : kBwdWarps;
+  const size_t staging = size_t(b.warps) * 16 * (b.sg_ld + b.sh_ld) * 2;
   const size_t acc_bytes = size_t(lay.acc_total) * 4;
   // The prefetch stream: as deep as 3 items, x / dy through it where they allow; shallower or
-  // without them when shared memory is short. The accumulators go to shared memory if still room.
+  // without them when shared memory is short. The accumulators in shared memory come first (in the
+  // global slab every chunk reads and writes them through L2), then the depth, then x / dy.
   const int max_depth = std::min(3, c.n_layers - 1);
   const bool io_ok[2] = {true, false};
   bool planned = false;
+  for (int pass = 0; pass < 2 && !planned; ++pass)
   for (int depth = max_depth; depth >= 1 && !planned; --depth) {
     for (bool io : io_ok) {
       b.depth = depth;
@@ -515,11 +527,11 @@ cudaError_t plan_backward(const MlpConfig& c, const cuda_layout::Layout& lay, in
       b.x_slot_off = saved_bytes + dy_bytes;
       b.stream_warp_bytes = saved_bytes + dy_bytes + x_bytes;
       b.stream_off = int(staging);
-      const size_t without_acc = staging + size_t(kBwdWarps) * b.stream_warp_bytes;
+      const size_t without_acc = staging + size_t(b.warps) * b.stream_warp_bytes;
       b.acc_off_smem = int(cuda_layout::round_up(int64_t(without_acc), 16));
       b.acc_in_smem = size_t(b.acc_off_smem) + acc_bytes <= size_t(optin);
       b.smem = b.acc_in_smem ? size_t(b.acc_off_smem) + acc_bytes : without_acc;
-      if (b.smem <= size_t(optin)) {
+      if (b.smem <= size_t(optin) && (b.acc_in_smem || pass == 1)) {
         planned = true;
         break;
       }
@@ -528,7 +540,7 @@ cudaError_t plan_backward(const MlpConfig& c, const cuda_layout::Layout& lay, in
   if (!planned) return cudaErrorInvalidConfiguration;
   // One block per SM (the block uses most of the SM's shared memory or registers); never more
   // blocks than chunks, so each slab sums at least one chunk.
-  const int64_t chunks = cuda_layout::ceil_div(batch, kBwdChunkRows);
+  const int64_t chunks = cuda_layout::ceil_div(batch, int64_t(b.warps) * 16);
   b.grid = int(std::max<int64_t>(std::min<int64_t>(chunks, sm_count), 0));
   *out = b;
   return cudaSuccess;

@@ -81,6 +81,7 @@ struct BwdParams {
 };
 struct BwdLaunch {
   int grid = 0;
+  int warps = 0;              // per block; the chunk is warps * 16 rows
   size_t smem = 0;
   bool acc_in_smem = false;
   int sg_ld = 0, sh_ld = 0;

@@ -4,8 +4,8 @@
 // Tiles. A warp owns 16-row tiles (the M of mma.m16n8k16). Hidden activations never leave its
 // registers: the accumulator fragment of one layer is, pair by pair, the A fragment of the next.
 // The forward block is kFwdWarps warps, each walking its own tiles; the backward block is
-// kBwdWarps warps sharing one chunk of kBwdWarps * 16 rows, so the block can reduce the chunk's
-// weight gradients with tensor cores (csrc/mlp/mlp_cuda_backward.cu).
+// kBwdWarps (kBwdWarpsWide for ReLU up to width 64) warps sharing one chunk of 16 rows per warp, so
+// the block can reduce the chunk's weight gradients with tensor cores (csrc/mlp/mlp_cuda_backward.cu).
 //
 // Weights in "fragment order". Layer l's matrix is repacked once per call so that lane i of a warp
 // finds the B fragments of two neighbouring n8 tiles as one 16-byte word: word
@@ -35,7 +35,9 @@ namespace cuda_layout {
 constexpr int kTileRows = 16;
 constexpr int kFwdWarps = 4;
 constexpr int kBwdWarps = 8;
-constexpr int kBwdChunkRows = kBwdWarps * kTileRows;
+// ReLU networks up to this width run kBwdWarpsWide warps per backward block (plan_backward).
+constexpr int kBwdWarpsWide = 12;
+constexpr int kBwdWideMaxWidth = 64;
 constexpr int64_t kAlign = 256;  // workspace sections start on this many bytes
 // Input and output widths the backward stages per chunk in shared memory (2 x 128 rows).
 constexpr int kMaxIoWidth = 256;
