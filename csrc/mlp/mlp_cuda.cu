@@ -123,9 +123,11 @@ Status mlp_forward_cuda(const MlpForwardArgs& a, void* workspace, int64_t worksp
   p.y = a.y;
   p.x_pairs = aligned_pairs(a.x, p.in);
   p.y_pairs = aligned_pairs(a.y, p.out);
-  // Prefetching x (H100, 2^21 rows, fp16) pays in the training forward (w64x4: 0.725 -> 0.682 ms) and
-  // at width 128 (inference 1.93 -> 1.62 ms: one m-tile per warp, few warps per SM), not in inference
-  // up to width 64 (0.414 -> 0.431 ms: three blocks per SM hide the loads already).
+  // Prefetching x (H100, 2^21 rows, fp16, measured on the generic-activation kernels) paid in the
+  // training forward (w64x4: 0.725 -> 0.682 ms) and at width 128 (inference 1.93 -> 1.62 ms: one
+  // m-tile per warp, few warps per SM), not in inference up to width 64 (0.414 -> 0.431 ms: three
+  // blocks per SM hide the loads already). Not re-measured on the ReLU kernels (w128x4 inference
+  // with it: 1.81 ms in bench/results/h100 run 8).
   p.x_async = (a.training || c.widths[1] >= 128) && cuda::async_rows_ok(a.x, p.in, cuda_layout::kMaxAsyncIn);
   p.act = c.activation;
   p.out_act = c.output_activation;
