@@ -541,9 +541,35 @@ PYBIND11_MODULE(_C, m) {
       py::gil_scoped_release nogil;
       n = mlp::mlp_cuda_workspace_bytes(c, batch, backward);
     }
-    if (n < 0) throw std::runtime_error("mlp_cuda_workspace_bytes: no usable CUDA device (" + std::string(cuda_error_detail()) + ")");
+    if (n < 0) throw std::runtime_error("mlp_cuda_workspace_bytes failed (" + std::string(cuda_error_detail()) + ")");
     return n;
   }, "Workspace bytes of a CUDA forward (backward=False) or backward call on the current device.");
+
+  m.def("mlp_cuda_plan_backward",
+        [](int dtype, const std::vector<int64_t>& widths, int act, int64_t batch, int sm_count, int smem_optin,
+           bool x_prefetchable, bool dy_prefetchable) {
+          mlp::MlpConfig c = make_config(dtype, widths, act, 0.0, 0, 0.0, true);
+          mlp::MlpCudaBackwardPlan plan;
+          const Status s = mlp::mlp_cuda_plan_backward(c, batch, sm_count, smem_optin, x_prefetchable, dy_prefetchable,
+                                                       &plan);
+          if (s == Status::Unsupported)  // make_config has accepted the configuration itself
+            throw py::value_error("mlp_cuda_plan_backward: no launch plan fits " + std::to_string(smem_optin) +
+                                  " bytes of shared memory per block for these input/output widths");
+          raise_on(s, "mlp_cuda_plan_backward");
+          py::dict d;
+          d["warps"] = plan.warps;
+          d["depth"] = plan.depth;
+          d["grid"] = plan.grid;
+          d["smem_bytes"] = plan.smem_bytes;
+          d["acc_in_smem"] = plan.acc_in_smem;
+          d["x_prefetched"] = plan.x_prefetched;
+          d["dy_prefetched"] = plan.dy_prefetched;
+          return d;
+        },
+        py::arg("dtype"), py::arg("widths"), py::arg("activation"), py::arg("batch"), py::arg("sm_count"),
+        py::arg("smem_optin"), py::arg("x_prefetchable"), py::arg("dy_prefetchable"),
+        "How the CUDA backward would run on a device with these limits (no device needed): warps per "
+        "block, prefetch depth, grid, shared memory, where the weight-gradient accumulators live.");
 
   m.def("mlp_forward_cuda",
         [](int dtype, const std::vector<int64_t>& widths, int act, double act_p, int out_act, double out_p,

@@ -116,5 +116,19 @@ int64_t mlp_cuda_workspace_bytes(const MlpConfig& c, int64_t batch, bool backwar
 Status mlp_forward_cuda(const MlpForwardArgs& args, void* workspace, int64_t workspace_bytes);
 Status mlp_backward_cuda(const MlpBackwardArgs& args, void* workspace, int64_t workspace_bytes);
 
+// How the backward would run on a device with sm_count SMs and smem_optin bytes of opt-in shared
+// memory per block (no device needed: for tests and tools; mlp_backward_cuda plans for its device).
+struct MlpCudaBackwardPlan {
+  int warps = 0;            // per block (16 rows each)
+  int depth = 0;            // prefetch stream items in flight per warp (0: loads straight from global)
+  int grid = 0;             // blocks (= weight-gradient slabs)
+  int64_t smem_bytes = 0;   // dynamic shared memory per block
+  bool acc_in_smem = false; // weight-gradient accumulators in shared memory (else the global slab)
+  bool x_prefetched = false, dy_prefetched = false;
+};
+// Unsupported when the configuration is not a CUDA one or no plan fits the limits.
+Status mlp_cuda_plan_backward(const MlpConfig& c, int64_t batch, int sm_count, int smem_optin, bool x_prefetchable,
+                              bool dy_prefetchable, MlpCudaBackwardPlan* out);
+
 }  // namespace mlp
 }  // namespace perceptrons

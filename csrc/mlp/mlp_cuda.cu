@@ -91,10 +91,31 @@ int64_t mlp_cuda_workspace_bytes(const MlpConfig& c, int64_t batch, bool backwar
   cuda::BwdLaunch plan;
   const cudaError_t e = cuda::plan_backward(c, cuda_layout::make_layout(c, true, 0), batch, nullptr, nullptr, &plan);
   if (e != cudaSuccess) {
-    set_cuda_error_detail(int(e), "mlp_cuda_workspace_bytes: device query");
+    set_cuda_error_detail(int(e), e == cudaErrorInvalidConfiguration
+                                      ? "mlp_cuda_workspace_bytes: no backward plan fits this device's shared memory"
+                                      : "mlp_cuda_workspace_bytes: device query");
     return -1;
   }
   return cuda_layout::make_layout(c, true, plan.grid).bytes;
+}
+
+Status mlp_cuda_plan_backward(const MlpConfig& c, int64_t batch, int sm_count, int smem_optin, bool x_prefetchable,
+                              bool dy_prefetchable, MlpCudaBackwardPlan* out) {
+  Status s = cuda_layout::cuda_supported(c);
+  if (s != Status::Ok) return s;
+  if (batch < 0 || sm_count < 1 || smem_optin < 0 || !out) return Status::BadShape;
+  cuda::BwdLaunch plan;
+  if (cuda::plan_backward_for(c, cuda_layout::make_layout(c, true, 0), batch, x_prefetchable, dy_prefetchable,
+                              sm_count, smem_optin, &plan) != cudaSuccess)
+    return Status::Unsupported;
+  out->warps = plan.warps;
+  out->depth = plan.depth;
+  out->grid = plan.grid;
+  out->smem_bytes = int64_t(plan.smem);
+  out->acc_in_smem = plan.acc_in_smem;
+  out->x_prefetched = plan.x_async;
+  out->dy_prefetched = plan.dy_async;
+  return Status::Ok;
 }
 
 Status mlp_forward_cuda(const MlpForwardArgs& a, void* workspace, int64_t workspace_bytes) {
@@ -155,6 +176,9 @@ Status mlp_backward_cuda(const MlpBackwardArgs& a, void* workspace, int64_t work
   cudaStream_t stream = static_cast<cudaStream_t>(a.stream);
   cuda::BwdLaunch plan;
   cudaError_t e = cuda::plan_backward(c, cuda_layout::make_layout(c, true, 0), a.batch, a.x, a.dy, &plan);
+  if (e == cudaErrorInvalidConfiguration)
+    return fail(e, "mlp_backward_cuda: this device has too little shared memory per block for the backward of "
+                   "these input/output widths (staging 128 rows of both needs it; at most about 99 KB on sm_86/89)");
   if (e != cudaSuccess) return fail(e, "mlp_backward_cuda: launch planning");
   const Layout lay = cuda_layout::make_layout(c, true, plan.grid);
   if (workspace_bytes < lay.bytes) return Status::WorkspaceTooSmall;

@@ -17,7 +17,9 @@
 // its own shared-memory slots `depth` items ahead of the one it consumes (one commit group per item,
 // so waiting for an item is cp.async.wait_group depth - 1). Saved tiles rotate through `depth` slots;
 // dy and x (when in / out <= kMaxAsyncBwdIo, a multiple of 8, 16-byte aligned) have one slot each,
-// which depth <= n_layers - 1 keeps from being refilled before the chunk has used them.
+// which depth <= n_layers - 1 keeps from being refilled before the chunk has used them. Depth 0 (too
+// little shared memory for one slot per warp, e.g. width 128 on sm_86 / sm_89's 99 KB) has no stream:
+// everything is read straight from global memory.
 #include <algorithm>
 
 #include "mlp/mlp_cuda_async.cuh"
@@ -32,22 +34,16 @@ namespace {
 using cuda_layout::kBwdWarps;
 using cuda_layout::kBwdWarpsWide;
 
-// g * f'(z) for ReLU on a pair of rounded 16-bit gradients, from the pair of saved outputs: a paired
-// multiply by 1 or 0 (exact, so the same bits as rounding g * f'(z) in float32), two instructions per
-// pair. f'(z) is 1 where the output is not <= 0: a NaN output passes the gradient, as torch's
-// threshold_backward does; unlike it, a NaN gradient where f'(z) = 0 stays NaN (NaN * 0).
+// g * f'(z) for ReLU on a pair of rounded 16-bit gradients, from the pair of saved outputs: f'(z) is
+// 1 where the output is > 0 (as activation_grad_from_output, used everywhere else: a NaN output
+// blocks the gradient), applied as a bit mask, so a masked gradient is exactly 0 even where rounding
+// g to 16 bits overflowed to inf, as rounding g * 0 in float32 gives. Two instructions per pair.
 template <typename T>
 __device__ __forceinline__ uint32_t relu_grad(uint32_t g_pair, uint32_t saved_pair) {
-  if constexpr (std::is_same<T, __half>::value) {
-    const __half2 r = __hmul2(*reinterpret_cast<__half2*>(&g_pair),
-                              __hgtu2(*reinterpret_cast<__half2*>(&saved_pair), __float2half2_rn(0.f)));
-    return *reinterpret_cast<const uint32_t*>(&r);
-  } else {
-    const __nv_bfloat162 r = __hmul2(*reinterpret_cast<__nv_bfloat162*>(&g_pair),
-                                     __hgtu2(*reinterpret_cast<__nv_bfloat162*>(&saved_pair),
-                                             __float2bfloat162_rn(0.f)));
-    return *reinterpret_cast<const uint32_t*>(&r);
-  }
+  if constexpr (std::is_same<T, __half>::value)
+    return g_pair & __hgt2_mask(*reinterpret_cast<__half2*>(&saved_pair), __float2half2_rn(0.f));
+  else
+    return g_pair & __hgt2_mask(*reinterpret_cast<__nv_bfloat162*>(&saved_pair), __float2bfloat162_rn(0.f));
 }
 
 // h = f(z) fragment by fragment, for activations that save z; a copy otherwise.
@@ -201,7 +197,7 @@ struct BwdStream {
     const int64_t r0 = issue_chunk * (WARPS * 16) + srow;
     if (issue_chunk < n_chunks) {
       // dy and x rows past the batch land as zeros (the output layer stages g unmasked, the x staging
-      // too); a saved tile past the batch does not exist, and read_saved gives zeros for it.
+      // too); a saved tile past the batch does not exist, and read_saved_tile gives zeros for it.
       if (issue_pos == 0) {
         if (p.dy_async) async_copy_rows(dy_slot(), p.dy, p.batch, p.out, r0, 16, dy_seg);
       } else if (issue_pos <= last) {
@@ -224,32 +220,36 @@ struct BwdStream {
   }
 
   // Waits until the oldest item not yet consumed has landed for every lane of the warp (the
-  // `depth` items issued ahead of it may stay in flight).
+  // `depth` items issued ahead of it may stay in flight). Depth 0: no stream, nothing to wait for.
   __device__ void consume() {
+    if (p.depth == 0) return;
     cp_async_wait(p.depth - 1);
     __syncwarp();
   }
-  // The slot of the saved tile being consumed (call once per saved tile, in order).
-  __device__ const uint4* next_saved_slot() {
-    const uint4* s = saved_slot(read_slot);
-    if (++read_slot == p.depth) read_slot = 0;
-    return s;
+  // The saved tile of `layer` for the warp's 16 rows at r0 (call once per saved tile, in stream
+  // order): from its slot, or with depth 0 straight from global memory. Zeros past the batch.
+  template <int KT_>
+  __device__ void read_saved_tile(uint32_t (&s)[KT_][4], int layer, int64_t r0, bool live) {
+    const uint4* src;
+    if (p.depth == 0) {
+      src = p.saved[layer] + (r0 / 16) * KT_ * 32;
+    } else {
+      src = saved_slot(read_slot);
+      if (++read_slot == p.depth) read_slot = 0;
+    }
+#pragma unroll
+    for (int kk = 0; kk < KT_; ++kk) {
+      const uint4 v = live ? src[kk * 32 + lane] : make_uint4(0, 0, 0, 0);
+      s[kk][0] = v.x; s[kk][1] = v.y; s[kk][2] = v.z; s[kk][3] = v.w;
+    }
   }
   // After the consumed item's slot has been read: issues the item `depth` ahead.
   __device__ void refill() {
+    if (p.depth == 0) return;
     __syncwarp();  // every lane has read the slot that the next item may reuse
     issue_next();
   }
 };
-
-template <int KT>
-__device__ __forceinline__ void read_saved(uint32_t (&s)[KT][4], const uint4* slot, int lane, bool live) {
-#pragma unroll
-  for (int kk = 0; kk < KT; ++kk) {
-    const uint4 v = live ? slot[kk * 32 + lane] : make_uint4(0, 0, 0, 0);
-    s[kk][0] = v.x; s[kk][1] = v.y; s[kk][2] = v.z; s[kk][3] = v.w;
-  }
-}
 
 // RELU: the hidden activation is ReLU, known at compile time. The generic kernel switches on the
 // activation at run time, and its unrolled switch cases (exp, tanh, sine ...) make it several times
@@ -286,7 +286,7 @@ __global__ void __launch_bounds__(WARPS * 32, 1) mlp_backward_kernel(const __gri
     stream.refill();
     uint32_t s[KT][4], h[KT][4];  // what layer last-1 saved, and its output
     stream.consume();
-    read_saved<KT>(s, stream.next_saved_slot(), lane, live);
+    stream.read_saved_tile(s, last - 1, r0, live);
     stream.refill();
     saved_to_input<T, KT>(h, s, act, p.act_p);
 
@@ -353,7 +353,7 @@ __global__ void __launch_bounds__(WARPS * 32, 1) mlp_backward_kernel(const __gri
     for (int l = last - 1; l >= 0; --l) {
       uint32_t s2[KT][4];  // the layer below's saved fragments (landed in shared memory already)
       stream.consume();
-      if (l >= 1) read_saved<KT>(s2, stream.next_saved_slot(), lane, live);
+      if (l >= 1) stream.read_saved_tile(s2, l - 1, r0, live);
       const uint16_t* xs = stream.x_slot();  // l == 0: this chunk's x, read below before the next consume
       uint32_t ga[KT][4];
       if (act == Activation::ReLU) {
@@ -466,14 +466,25 @@ __global__ void reduce_kernel(const __grid_constant__ ReduceParams p) {
 
 template <typename T, int W>
 cudaError_t launch(const BwdParams& p, const BwdLaunch& plan, cudaStream_t stream) {
-  // The instantiations plan_backward chooses from: ReLU up to kBwdWideMaxWidth with kBwdWarpsWide
-  // warps, everything else with kBwdWarps.
+  // The instantiations plan_backward chooses from: kBwdWarps for every activation, and kBwdWarpsWide
+  // for ReLU up to kBwdWideMaxWidth.
   const bool relu = p.act == Activation::ReLU;
-  constexpr bool kWide = W <= cuda_layout::kBwdWideMaxWidth;
-  auto kernel = mlp_backward_kernel<T, W, false, kBwdWarps>;
-  if (relu) kernel = mlp_backward_kernel<T, W, true, kWide ? kBwdWarpsWide : kBwdWarps>;
-  if (plan.warps != (relu && kWide ? kBwdWarpsWide : kBwdWarps)) return cudaErrorInvalidConfiguration;
-  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(plan.smem));
+  auto kernel = relu ? mlp_backward_kernel<T, W, true, kBwdWarps> : mlp_backward_kernel<T, W, false, kBwdWarps>;
+  if (plan.warps == kBwdWarpsWide) {
+    if constexpr (W <= cuda_layout::kBwdWideMaxWidth) {
+      if (!relu) return cudaErrorInvalidConfiguration;
+      kernel = mlp_backward_kernel<T, W, true, kBwdWarpsWide>;
+    } else {
+      return cudaErrorInvalidConfiguration;  // plan_backward and the instantiations disagree
+    }
+  } else if (plan.warps != kBwdWarps) {
+    return cudaErrorInvalidConfiguration;
+  }
+  // The device's opt-in maximum, not this plan's size: another host thread launching the same kernel
+  // with a larger plan must not find the limit lowered between its own set and launch.
+  int sm_count = 0, optin = 0;
+  cudaError_t e = device_limits(&sm_count, &optin);
+  if (e == cudaSuccess) e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
   if (e != cudaSuccess) return e;
   kernel<<<plan.grid, plan.warps * 32, plan.smem, stream>>>(p);
   return cudaGetLastError();
@@ -492,58 +503,67 @@ cudaError_t launch_width(int width, const BwdParams& p, const BwdLaunch& plan, c
 
 }  // namespace
 
-cudaError_t plan_backward(const MlpConfig& c, const cuda_layout::Layout& lay, int64_t batch, const void* x,
-                          const void* dy, BwdLaunch* out) {
-  int sm_count = 0, optin = 0;
-  cudaError_t e = device_limits(&sm_count, &optin);
-  if (e != cudaSuccess) return e;
+cudaError_t plan_backward_for(const MlpConfig& c, const cuda_layout::Layout& lay, int64_t batch, bool x_prefetchable,
+                              bool dy_prefetchable, int sm_count, int optin, BwdLaunch* out) {
   const int width = c.widths[1], inw = c.widths[0], outw = c.widths[c.n_layers];
   BwdLaunch b;
   b.sg_ld = cuda_layout::staging_stride(std::max<int>(width, int(cuda_layout::round_up(outw, 16))));
   int sh_cols = 0;
   for (int l = 0; l < c.n_layers; ++l) sh_cols = std::max(sh_cols, lay.acc_nt[l] * 8);
   b.sh_ld = cuda_layout::staging_stride(sh_cols);
-  // ReLU networks up to width 64 run 12 warps per block: their kernel fits 12 warps' registers
-  // (<= 168 each), and the backward is latency-bound at 8 (2 warps per scheduler).
-  b.warps = c.activation == Activation::ReLU && width <= cuda_layout::kBwdWideMaxWidth ? kBwdWarpsWide : kBwdWarps;
-  const size_t staging = size_t(b.warps) * 16 * (b.sg_ld + b.sh_ld) * 2;
   const size_t acc_bytes = size_t(lay.acc_total) * 4;
-  // The prefetch stream: as deep as 3 items, x / dy through it where they allow; shallower or
-  // without them when shared memory is short. The accumulators in shared memory come first (in the
-  // global slab every chunk reads and writes them through L2), then the depth, then x / dy.
+  // ReLU networks up to width 64 prefer 12 warps per block: their kernels fit 12 warps' registers
+  // (<= 168 each), and the backward is latency-bound at 8 (2 warps per scheduler).
+  const bool wide_ok = c.activation == Activation::ReLU && width <= cuda_layout::kBwdWideMaxWidth;
+  const int warp_choices[2] = {wide_ok ? kBwdWarpsWide : kBwdWarps, kBwdWarps};
+  // In order of preference: the accumulators in shared memory (in the global slab every chunk reads
+  // and writes them through L2), more warps, a deeper stream, x / dy through it. Depth 0 (no stream)
+  // and the accumulators in the global slab always fit the staging of 8 warps on sm_80+.
   const int max_depth = std::min(3, c.n_layers - 1);
-  const bool io_ok[2] = {true, false};
-  bool planned = false;
-  for (int pass = 0; pass < 2 && !planned; ++pass)
-  for (int depth = max_depth; depth >= 1 && !planned; --depth) {
-    for (bool io : io_ok) {
-      b.depth = depth;
-      b.x_async = io && async_rows_ok(x, inw, cuda_layout::kMaxAsyncBwdIo);
-      b.dy_async = io && async_rows_ok(dy, outw, cuda_layout::kMaxAsyncBwdIo);
-      const int saved_bytes = depth * (width / 16) * 512;
-      const int dy_bytes = b.dy_async ? int(cuda_layout::round_up(16 * async_row_stride(outw) * 2, 16)) : 0;
-      const int x_bytes = b.x_async ? int(cuda_layout::round_up(16 * async_row_stride(inw) * 2, 16)) : 0;
-      b.dy_slot_off = saved_bytes;
-      b.x_slot_off = saved_bytes + dy_bytes;
-      b.stream_warp_bytes = saved_bytes + dy_bytes + x_bytes;
-      b.stream_off = int(staging);
-      const size_t without_acc = staging + size_t(b.warps) * b.stream_warp_bytes;
-      b.acc_off_smem = int(cuda_layout::round_up(int64_t(without_acc), 16));
-      b.acc_in_smem = size_t(b.acc_off_smem) + acc_bytes <= size_t(optin);
-      b.smem = b.acc_in_smem ? size_t(b.acc_off_smem) + acc_bytes : without_acc;
-      if (b.smem <= size_t(optin) && (b.acc_in_smem || pass == 1)) {
-        planned = true;
-        break;
+  for (int pass = 0; pass < 2; ++pass) {
+    for (int wi = 0; wi < 2; ++wi) {
+      if (wi == 1 && warp_choices[1] == warp_choices[0]) continue;
+      b.warps = warp_choices[wi];
+      const size_t staging = size_t(b.warps) * 16 * (b.sg_ld + b.sh_ld) * 2;
+      for (int depth = max_depth; depth >= 0; --depth) {
+        for (int io = 1; io >= 0; --io) {
+          b.depth = depth;
+          b.x_async = depth > 0 && io && x_prefetchable;
+          b.dy_async = depth > 0 && io && dy_prefetchable;
+          if (io && !b.x_async && !b.dy_async) continue;  // the same plan as io = 0
+          const int saved_bytes = depth * (width / 16) * 512;
+          const int dy_bytes = b.dy_async ? int(cuda_layout::round_up(16 * async_row_stride(outw) * 2, 16)) : 0;
+          const int x_bytes = b.x_async ? int(cuda_layout::round_up(16 * async_row_stride(inw) * 2, 16)) : 0;
+          b.dy_slot_off = saved_bytes;
+          b.x_slot_off = saved_bytes + dy_bytes;
+          b.stream_warp_bytes = saved_bytes + dy_bytes + x_bytes;
+          b.stream_off = int(staging);
+          const size_t without_acc = staging + size_t(b.warps) * b.stream_warp_bytes;
+          b.acc_off_smem = int(cuda_layout::round_up(int64_t(without_acc), 16));
+          b.acc_in_smem = pass == 0;
+          b.smem = b.acc_in_smem ? size_t(b.acc_off_smem) + acc_bytes : without_acc;
+          if (b.smem > size_t(optin)) continue;
+          // One block per SM (the block uses most of the SM's shared memory or registers); never more
+          // blocks than chunks, so each slab sums at least one chunk.
+          const int64_t chunks = cuda_layout::ceil_div(batch, int64_t(b.warps) * 16);
+          b.grid = int(std::max<int64_t>(std::min<int64_t>(chunks, sm_count), 0));
+          *out = b;
+          return cudaSuccess;
+        }
       }
     }
   }
-  if (!planned) return cudaErrorInvalidConfiguration;
-  // One block per SM (the block uses most of the SM's shared memory or registers); never more
-  // blocks than chunks, so each slab sums at least one chunk.
-  const int64_t chunks = cuda_layout::ceil_div(batch, int64_t(b.warps) * 16);
-  b.grid = int(std::max<int64_t>(std::min<int64_t>(chunks, sm_count), 0));
-  *out = b;
-  return cudaSuccess;
+  return cudaErrorInvalidConfiguration;
+}
+
+cudaError_t plan_backward(const MlpConfig& c, const cuda_layout::Layout& lay, int64_t batch, const void* x,
+                          const void* dy, BwdLaunch* out) {
+  int sm_count = 0, optin = 0;
+  cudaError_t e = device_limits(&sm_count, &optin);
+  if (e != cudaSuccess) return e;
+  return plan_backward_for(c, lay, batch, async_rows_ok(x, c.widths[0], cuda_layout::kMaxAsyncBwdIo),
+                           async_rows_ok(dy, c.widths[c.n_layers], cuda_layout::kMaxAsyncBwdIo), sm_count, optin,
+                           out);
 }
 
 cudaError_t launch_backward(DType dtype, int width, const BwdParams& p, const BwdLaunch& plan, cudaStream_t stream) {

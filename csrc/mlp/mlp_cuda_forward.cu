@@ -180,13 +180,19 @@ cudaError_t launch(const FwdParams& p, int sm_count, cudaStream_t stream) {
   // Two x buffers per warp when x is copied asynchronously (at most kMaxAsyncIn columns: 70 KB per
   // block at 128, still two blocks per SM at width 128 and three below).
   const int smem = p.x_async ? kFwdWarps * 2 * 16 * MT * async_row_stride(p.in) * 2 : 0;
-  // Occupancy per instantiation and x width (a run uses few widths; the query is not free).
-  static int per_sm_by_in[2][cuda_layout::kMaxAsyncIn / 8 + 1] = {};
-  static int per_sm_sync[2] = {};
-  int& per_sm = p.x_async ? per_sm_by_in[relu][p.in / 8] : per_sm_sync[relu];
+  // Per device (the shared-memory attribute belongs to the device's context), per instantiation
+  // and x width (slot 0: x read directly, 1 + in / 8: prefetched): the kernel's shared-memory limit,
+  // set once to the most any x width needs, and its occupancy (the query is not free).
+  constexpr int kDevices = 16, kSlots = cuda_layout::kMaxAsyncIn / 8 + 2;
+  static int per_sm_cache[kDevices][2][kSlots] = {};
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e != cudaSuccess) return e;
+  int uncached = 0;
+  int& per_sm = dev < kDevices ? per_sm_cache[dev][relu][p.x_async ? 1 + p.in / 8 : 0] : uncached;
   if (per_sm == 0) {
-    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         kFwdWarps * 2 * 16 * MT * async_row_stride(cuda_layout::kMaxAsyncIn) * 2);
+    e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             kFwdWarps * 2 * 16 * MT * async_row_stride(cuda_layout::kMaxAsyncIn) * 2);
     if (e != cudaSuccess) return e;
     int n = 0;
     e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kFwdWarps * 32, smem);

@@ -88,10 +88,16 @@ struct BwdLaunch {
   bool x_async = false, dy_async = false;
   int depth = 0, stream_off = 0, stream_warp_bytes = 0, dy_slot_off = 0, x_slot_off = 0, acc_off_smem = 0;
 };
-// Grid and shared memory of the backward for this configuration on the current device. x and dy
-// (may be null when only the workspace size is wanted) decide whether they can be prefetched.
+// Grid, warps, prefetch depth and shared memory of the backward for this configuration on the
+// current device. x and dy (may be null when only the workspace size is wanted) decide whether they
+// can be prefetched.
 cudaError_t plan_backward(const MlpConfig& c, const cuda_layout::Layout& lay_no_grid, int64_t batch,
                           const void* x, const void* dy, BwdLaunch* out);
+// The same for a device of sm_count SMs and smem_optin bytes of opt-in shared memory per block
+// (no device query: mlp_cuda_plan_backward exposes it to tests and tools).
+cudaError_t plan_backward_for(const MlpConfig& c, const cuda_layout::Layout& lay_no_grid, int64_t batch,
+                              bool x_prefetchable, bool dy_prefetchable, int sm_count, int smem_optin,
+                              BwdLaunch* out);
 cudaError_t launch_backward(DType dtype, int width, const BwdParams& p, const BwdLaunch& plan,
                             cudaStream_t stream);
 
