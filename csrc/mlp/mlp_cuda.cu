@@ -215,17 +215,7 @@ Status mlp_backward_cuda(const MlpBackwardArgs& a, void* workspace, int64_t work
   p.bias_last = floats + lay.bias[last];
   p.partials = floats + lay.partials;
   p.acc_total = lay.acc_total;
-  p.acc_in_smem = plan.acc_in_smem;
-  p.sg_ld = plan.sg_ld;
-  p.sh_ld = plan.sh_ld;
-  p.x_async = plan.x_async;
-  p.dy_async = plan.dy_async;
-  p.depth = plan.depth;
-  p.stream_off = plan.stream_off;
-  p.stream_warp_bytes = plan.stream_warp_bytes;
-  p.dy_slot_off = plan.dy_slot_off;
-  p.x_slot_off = plan.x_slot_off;
-  p.acc_off_smem = plan.acc_off_smem;
+  static_cast<cuda::BwdSmemLayout&>(p) = plan;
   e = cuda::launch_backward(c.dtype, c.widths[1], p, plan, stream);
   if (e != cudaSuccess) return fail(e, "mlp_backward_cuda: backward kernel");
 

@@ -5,7 +5,7 @@
 // * f'(saved_l)); at each layer the block stages g_l and the layer's input h_{l-1} (with a column of
 // ones, whose product is the bias gradient) in shared memory, and the warps reduce
 // dW_l += g_l^T [h_{l-1}, 1] over the chunk with tensor cores (ldmatrix.trans gives both operands
-// their transposed fragments). Each warp owns fixed 32 x 32 tiles of the accumulators, kept in
+// their transposed fragments). Each warp owns fixed 16 x 32 tiles of the accumulators, kept in
 // shared memory (or, when they do not fit, in the block's global slab), so no float atomics: every
 // sum runs in a fixed order, and a second kernel adds the blocks' slabs in block order. Activations
 // are read once (the saved fragments) and x twice (recomputing nothing but the output layer's z

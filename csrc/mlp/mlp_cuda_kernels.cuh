@@ -54,7 +54,18 @@ cudaError_t launch_forward(DType dtype, int width, bool training, const FwdParam
                            cudaStream_t stream);
 
 // ---- backward (mlp_cuda_backward.cu) -----------------------------------------------------------
-struct BwdParams {
+// How the backward lays out its shared memory (plan_backward decides it): the plan and the kernel
+// parameters both carry it, so the host hands it over in one assignment.
+struct BwdSmemLayout {
+  bool acc_in_smem = false;   // accumulate in shared memory and flush once, or in the slab directly
+  int sg_ld = 0, sh_ld = 0;   // staging row strides (elements)
+  // The per-warp prefetch stream (mlp_cuda_backward.cu): offsets in bytes of shared memory.
+  bool x_async = false, dy_async = false;  // x / dy rows come through the stream (else from global)
+  int depth = 0;              // items in flight ahead of the one being consumed (= saved-tile slots)
+  int stream_off = 0, stream_warp_bytes = 0, dy_slot_off = 0, x_slot_off = 0;
+  int acc_off_smem = 0;
+};
+struct BwdParams : BwdSmemLayout {
   int n_layers, in, out;
   int64_t batch;
   const void* x;
@@ -71,22 +82,11 @@ struct BwdParams {
   int64_t acc_total;
   int64_t acc_off[kMaxLayers];
   int acc_mt[kMaxLayers], acc_nt[kMaxLayers];
-  bool acc_in_smem;           // accumulate in shared memory and flush once, or in the slab directly
-  int sg_ld, sh_ld;           // staging row strides (elements)
-  // The per-warp prefetch stream (mlp_cuda_backward.cu): offsets in bytes of shared memory.
-  bool x_async, dy_async;     // x / dy rows come through the stream (else straight from global)
-  int depth;                  // items in flight ahead of the one being consumed (= saved-tile slots)
-  int stream_off, stream_warp_bytes, dy_slot_off, x_slot_off;
-  int acc_off_smem;
 };
-struct BwdLaunch {
+struct BwdLaunch : BwdSmemLayout {
   int grid = 0;
   int warps = 0;              // per block; the chunk is warps * 16 rows
   size_t smem = 0;
-  bool acc_in_smem = false;
-  int sg_ld = 0, sh_ld = 0;
-  bool x_async = false, dy_async = false;
-  int depth = 0, stream_off = 0, stream_warp_bytes = 0, dy_slot_off = 0, x_slot_off = 0, acc_off_smem = 0;
 };
 // Grid, warps, prefetch depth and shared memory of the backward for this configuration on the
 // current device. x and dy (may be null when only the workspace size is wanted) decide whether they
