@@ -5,14 +5,23 @@
 //   forward  y[b,:]   += sum_terms w_t(x[b,i]) * Wpacked[i, row_t, :]        (parallel over rows)
 //   dx       dx[b,i]   = sum_terms w'_t(x[b,i]) * <Wpacked[i, row_t, :], dy[b,:]>
 //   dW       dWp[i,row_t,:] += w_t(x[b,i]) * dy[b,:]
-// The backward runs both in one pass, parallel over blocks of input features.
-// Each weight gradient belongs to one input feature and is summed over the batch in row order by
-// the one thread that owns that feature: deterministic whatever the thread count, no atomics.
+// The backward computes both from one evaluation of the terms, parallel over blocks of input
+// features. Each weight gradient belongs to one input feature and is summed over the batch in a
+// fixed order by the one thread that owns that feature: deterministic whatever the thread count,
+// no atomics.
+//
+// Loop structure: tiles of kRowTile rows; inside a tile, feature by feature: the edge terms of the
+// tile's rows are evaluated vectorised over the rows (feature_terms), the rows are bucketed by
+// cell (RowBuckets), and for each cell the k+1 packed weight rows it touches (forward, dx) or their
+// gradient rows (dW) are held in registers, over a chunk of the outputs, while the cell's rows pass
+// (forward_feature, dx_feature, dw_feature). Every weight vector is then loaded once per cell
+// instead of once per edge: the kernels are FMA-bound rather than load-bound.
 #include "kan/kan_cpu_isa.h"
 
 #include <cstdint>
 #include <limits>
 #include <type_traits>
+#include <utility>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -30,6 +39,14 @@ namespace {
 using cpu::Layout;
 using cpu::pad;
 
+#if defined(__AVX512F__)
+constexpr int kVecRegs = 32;
+#else
+constexpr int kVecRegs = 16;
+#endif
+constexpr int kLd = cpu::kRowTilePadded;  // row stride of the per-feature term arrays
+static_assert(kLd % cpu::kMaxVecLanes == 0, "term rows must be whole vectors");
+
 inline int thread_id() {
 #ifdef _OPENMP
   return omp_get_thread_num();
@@ -38,102 +55,107 @@ inline int thread_id() {
 #endif
 }
 
+// Hides a pointer's value from the optimiser: with run-time row strides GCC otherwise keeps one
+// induction variable per (term, vector) address of the unrolled kernels, spills them, and pays an
+// extra load per FMA; an opaque pointer is used as base + constant displacement instead.
+template <typename P>
+inline __attribute__((always_inline)) P* opaque(P* p) {
+  asm("" : "+r"(p));
+  return p;
+}
+
+// A scalar from memory in every lane, as one broadcast load. (Simd::splat's V{} + s must keep a
+// real add, since -0 + 0 = +0, and then broadcasts from a register, which issues on the port of the
+// second FMA unit; s - 0 = s for every s, so this folds to the bare broadcast.)
+template <typename T>
+inline __attribute__((always_inline)) typename Simd<T>::V bcast(const T& s) {
+  return s - typename Simd<T>::V{};
+}
+
+inline int round_up(int n, int m) { return (n + m - 1) / m * m; }
+
 template <typename T>
 struct Packed {
-  const KanConfig* cfg;
   const T* W;      // (in, R, po)
   const T* knots;  // (in, kld), feature i's knots start at knots + i*kld + kMaxSplineOrder
   const T* inv_h;  // (in)
   const T *t_first, *t_last, *lo, *hi;  // (in) each
-  int in, out, R, nb, n_knots, zero_row;
+  int in, out, R, nb, n_knots, zero_base;
   long po, kld;
   bool clamp;
   const T* t(int i) const { return knots + i * kld + kMaxSplineOrder; }
   const T* w(int i) const { return W + long(i) * R * po; }
 };
 
-// The k+2 terms of edge (., i) at x: packed row and weight (and d weight / dx if dw is given).
+// One feature's edge terms over a tile's rows (rows contiguous, row stride kLd):
+//   base[r]        packed row of the first spline term (see kan_cpu_layout.h)
+//   w[q * kLd + r] term q's weight: q = 0 silu(x), q = 1 + r' basis B_{j-K+r'}(x)
+//   dw[...]        d/dx of each weight (backward with dx only)
 template <typename T, int K>
-struct EdgeTerms {
-  int row[K + 2];
-  T w[K + 2];
-  T dw[K + 2];
+struct Terms {
+  int* base;
+  T* w;
+  T* dw;
+  explicit Terms(T* p) : base(reinterpret_cast<int*>(p)), w(p + kLd), dw(p + kLd + (K + 2) * kLd) {}
 };
 
-// s = sigmoid(x), computed for a whole row beforehand (vectorised).
+// Terms of feature i for rows 0 .. n-1 (n a multiple of the vector length) from x's column xcol.
+// Uniform grids (every grid before an update_grid) are evaluated a vector of rows at a time: the
+// cell by truncation and the division-free triangle of bspline_local_uniform. Non-uniform grids,
+// and k = 1 derivatives (which jump at knots, so the cell must follow the stored knots exactly
+// rather than the rounded (x - t_0)/h), take the scalar path of bspline.h row by row.
 template <typename T, int K>
-inline void edge_terms(const Packed<T>& P, int i, T x, T s, EdgeTerms<T, K>& e, bool derivative) {
-  e.row[0] = 0;
-  e.w[0] = x * s;  // silu
-  if (derivative) e.dw[0] = s * (T(1) + x * (T(1) - s));
-  const T* t = P.t(i);
-  T xs = x, dfac = T(1);
-  if (P.clamp) {
-    const T lo = t[K], hi = t[P.n_knots - 1 - K];
-    if (x < lo) xs = lo, dfac = T(0);
-    if (x > hi) xs = hi, dfac = T(0);
-  }
-  const T inv_h = P.inv_h[i];
-  const int j = bspline_find_cell<T>(t, P.n_knots, xs, inv_h != T(0), inv_h);
-  T wl[K + 1], dwl[K + 1];
-  if (j >= 0) {
-    if (inv_h != T(0)) bspline_local_uniform<T, K>((xs - t[0]) * inv_h, j, inv_h, wl, derivative ? dwl : nullptr);
-    else bspline_local<T, K>(t, j, xs, wl, derivative ? dwl : nullptr);
-  }
-  for (int r = 0; r <= K; ++r) {
-    const int c = j - K + r;
-    const bool live = j >= 0 && c >= 0 && c < P.nb;
-    e.row[r + 1] = live ? 1 + c : P.zero_row;
-    e.w[r + 1] = live ? wl[r] : T(0);
-    if (derivative) e.dw[r + 1] = live ? dwl[r] * dfac : T(0);
-  }
-}
-
-// Edge terms of features [i0, i0+n) of one row, evaluated a vector of features at a time on
-// uniform grids (the common case: every grid before an update_grid): the cell by truncation and the
-// division-free triangle of bspline_local_uniform, lane-wise. Features on non-uniform grids are left
-// to the scalar edge_terms.
-template <typename T, int K>
-struct RowTerms {
-  T *x, *sig, *cell, *row, *w, *dw;  // row, w, dw: (K+1) rows of ld values (row: packed row, as T)
-  int ld;
-  void bind(T* scratch, int n) {
-    ld = int(pad(n));
-    x = scratch;
-    sig = x + ld;
-    cell = sig + ld;
-    row = cell + ld;
-    w = row + (kMaxSplineOrder + 1) * ld;
-    dw = w + (kMaxSplineOrder + 1) * ld;
-  }
-};
-
-template <typename T, int K>
-void row_terms(const Packed<T>& P, const T* xb, int i0, int n, bool derivative, RowTerms<T, K>& rt) {
+void feature_terms(const Packed<T>& P, int i, const T* xcol, T* sig, int n, bool derivative, Terms<T, K> tm) {
   using S = Simd<T>;
   using V = typename S::V;
   typedef int VI __attribute__((vector_size(S::L * sizeof(int))));
   constexpr int VL = S::L;
-  for (int i = 0; i < n; ++i) rt.x[i] = xb[i0 + i];
-  for (int i = n; i < rt.ld; ++i) rt.x[i] = T(0);
-  sigmoid_n(rt.x, rt.sig, rt.ld);
-  const V zero = V{}, one = S::splat(T(1)), minus_one = S::splat(T(-1));
-  const V last_cell = S::splat(T(P.n_knots - 2));
-  for (int v = 0; v < rt.ld; v += VL) {
-    // Lanes past n read the per-feature arrays' zero padding: inv_h = 0 marks them invalid.
-    const V x = S::load(rt.x + v);
-    const V inv_h = S::load(P.inv_h + i0 + v);
+  sigmoid_n(xcol, sig, n);
+  const V one = S::splat(T(1));
+  for (int v = 0; v < n; v += VL) {
+    const V x = S::load(xcol + v), s = S::load(sig + v);
+    S::store(tm.w + v, x * s);  // silu
+    if (derivative) S::store(tm.dw + v, s * (one + x * (one - s)));
+  }
+  const T inv_h_s = P.inv_h[i];
+  if (inv_h_s == T(0) || (K == 1 && derivative)) {
+    const T* t = P.t(i);
+    for (int r = 0; r < n; ++r) {
+      T xs = xcol[r], dfac = T(1);
+      if (P.clamp) {
+        const T lo = t[K], hi = t[P.n_knots - 1 - K];
+        if (xs < lo) xs = lo, dfac = T(0);
+        if (xs > hi) xs = hi, dfac = T(0);
+      }
+      const int j = bspline_find_cell<T>(t, P.n_knots, xs, inv_h_s != T(0), inv_h_s);
+      T wl[K + 1] = {}, dwl[K + 1] = {};
+      if (j >= 0) {
+        if (inv_h_s != T(0)) bspline_local_uniform<T, K>((xs - t[0]) * inv_h_s, j, inv_h_s, wl, derivative ? dwl : nullptr);
+        else bspline_local<T, K>(t, j, xs, wl, derivative ? dwl : nullptr);
+      }
+      tm.base[r] = j >= 0 ? 1 + j : P.zero_base;
+      for (int q = 0; q <= K; ++q) {
+        tm.w[(1 + q) * kLd + r] = wl[q];
+        if (derivative) tm.dw[(1 + q) * kLd + r] = dwl[q] * dfac;
+      }
+    }
+    return;
+  }
+  const V zero = V{};
+  const V inv_h = S::splat(inv_h_s), t0 = S::splat(P.t_first[i]), tl = S::splat(P.t_last[i]);
+  const V lo = S::splat(P.lo[i]), hi = S::splat(P.hi[i]);
+  const V last_cell = S::splat(T(P.n_knots - 2)), zero_base = S::splat(T(P.zero_base));
+  for (int v = 0; v < n; v += VL) {
+    const V x = S::load(xcol + v);
     V xs = x, dfac = one;
     if (P.clamp) {
-      const V lo = S::load(P.lo + i0 + v), hi = S::load(P.hi + i0 + v);
       dfac = (x < lo) ? zero : dfac;
       dfac = (x > hi) ? zero : dfac;
       xs = (x < lo) ? lo : xs;
       xs = (x > hi) ? hi : xs;
     }
-    const V t0 = S::load(P.t_first + i0 + v);
     const V s = (xs - t0) * inv_h;
-    const auto valid = (xs >= t0) & (xs < S::load(P.t_last + i0 + v)) & (inv_h != zero);
+    const auto valid = (xs >= t0) & (xs < tl);  // false for NaN
     V jf = __builtin_convertvector(__builtin_convertvector(valid ? s : zero, VI), V);  // floor, s >= 0
     jf = jf > last_cell ? last_cell : jf;
     V nv[K + 1], prev[K + 1];
@@ -156,44 +178,19 @@ void row_terms(const Packed<T>& P, const T* xb, int i0, int n, bool derivative, 
         for (int r = 0; r < K; ++r) prev[r] = nv[r];
     }
     if (K == 1) prev[0] = one;
-    S::store(rt.cell + v, valid ? jf : minus_one);
-    // Per term r: the packed row (1 + c, or the zero row for a dropped basis) and masked weights.
-    const V zero_row = S::splat(T(P.zero_row)), nb = S::splat(T(P.nb));
+    const VI base = __builtin_convertvector(valid ? jf + one : zero_base, VI);
+    __builtin_memcpy(tm.base + v, &base, sizeof(VI));
+    // Invalid rows point at zero rows; their weights are zeroed too, since the triangle of a
+    // garbage s (x infinite) may hold Inf or NaN, and 0 * NaN would not vanish.
 #pragma GCC unroll 8
     for (int r = 0; r <= K; ++r) {
-      const V c = jf + T(r - K);
-      const auto live = valid & (c >= zero) & (c < nb);
-      S::store(rt.row + r * rt.ld + v, live ? c + one : zero_row);
-      S::store(rt.w + r * rt.ld + v, live ? nv[r] : zero);
+      S::store(tm.w + (1 + r) * kLd + v, valid ? nv[r] : zero);
       if (derivative) {
         const V a = r >= 1 ? prev[r - 1] : zero;
         const V b = r <= K - 1 ? prev[r] : zero;
-        S::store(rt.dw + r * rt.ld + v, live ? (a - b) * inv_h * dfac : zero);
+        S::store(tm.dw + (1 + r) * kLd + v, valid ? (a - b) * inv_h * dfac : zero);
       }
     }
-  }
-}
-
-// EdgeTerms of feature i0+ii from the row's precomputed values (scalar path off uniform grids).
-template <typename T, int K>
-inline void edge_terms_from_row(const Packed<T>& P, int i0, int ii, const RowTerms<T, K>& rt,
-                                EdgeTerms<T, K>& e, bool derivative) {
-  const int i = i0 + ii;
-  const T x = rt.x[ii], s = rt.sig[ii];
-  // Off uniform grids, and for k = 1 derivatives (which jump at knots, so the cell must follow the
-  // stored knots exactly rather than the rounded (x - t_0)/h), the scalar path decides.
-  if (P.inv_h[i] == T(0) || (K == 1 && derivative)) {
-    edge_terms<T, K>(P, i, x, s, e, derivative);
-    return;
-  }
-  e.row[0] = 0;
-  e.w[0] = x * s;  // silu
-  if (derivative) e.dw[0] = s * (T(1) + x * (T(1) - s));
-#pragma GCC unroll 8
-  for (int r = 0; r <= K; ++r) {
-    e.row[r + 1] = int(rt.row[r * rt.ld + ii]);
-    e.w[r + 1] = rt.w[r * rt.ld + ii];
-    if (derivative) e.dw[r + 1] = rt.dw[r * rt.ld + ii];
   }
 }
 
@@ -215,7 +212,7 @@ void pack(const KanConfig& c, const KanParams& prm, const Layout& lay, T* ws) {
       Wi[o] = bw[long(o) * in + i];
       const T scale = ss ? ss[long(o) * in + i] : T(1);
       const T* so = sw + (long(o) * in + i) * nb;
-      for (int q = 0; q < nb; ++q) Wi[(1 + q) * po + o] = scale * so[q];
+      for (int q = 0; q < nb; ++q) Wi[cpu::spline_row(c, q) * po + o] = scale * so[q];
     }
     // Knots with kMaxSplineOrder extra knots on each side at the end spacings (see bspline.h).
     const int n = c.n_knots(), P = kMaxSplineOrder;
@@ -243,14 +240,11 @@ void pack(const KanConfig& c, const KanParams& prm, const Layout& lay, T* ws) {
     ws[lay.lo + i] = g[c.spline_order];
     ws[lay.hi + i] = g[n - 1 - c.spline_order];
   }
-  for (int64_t i = in; i < pad(in) + cpu::kPad; ++i)  // padding lanes: inv_h = 0 marks them invalid
-    ws[lay.inv_h + i] = ws[lay.t_first + i] = ws[lay.t_last + i] = ws[lay.lo + i] = ws[lay.hi + i] = T(0);
 }
 
 template <typename T>
 Packed<T> packed_view(const KanConfig& c, const Layout& lay, const T* ws) {
   Packed<T> P;
-  P.cfg = &c;
   P.W = ws + lay.weights;
   P.knots = ws + lay.knots;
   P.inv_h = ws + lay.inv_h;
@@ -263,71 +257,293 @@ Packed<T> packed_view(const KanConfig& c, const Layout& lay, const T* ws) {
   P.R = cpu::packed_rows(c);
   P.nb = c.n_basis();
   P.n_knots = c.n_knots();
-  P.zero_row = cpu::zero_row(c);
+  P.zero_base = cpu::zero_base(c);
   P.po = pad(c.out_features);
   P.kld = pad(cpu::padded_knots(c));
   P.clamp = c.mode == OutOfRange::Clamp;
   return P;
 }
 
-// acc[o0 : o0 + NV*VL] += the k+2 terms of one edge.
+// Calls f(integral_constant<int, NV>) for the chunk width nv in 1 .. 8 (capped at kMaxNv).
+template <int kMaxNv, typename F>
+void with_chunk(int nv, F&& f) {
+  switch (nv) {
+#define PCT_KAN_CHUNK(n) \
+  case n: f(std::integral_constant<int, (n <= kMaxNv ? n : kMaxNv)>{}); break;
+    PCT_KAN_CHUNK(1) PCT_KAN_CHUNK(2) PCT_KAN_CHUNK(3) PCT_KAN_CHUNK(4)
+    PCT_KAN_CHUNK(5) PCT_KAN_CHUNK(6) PCT_KAN_CHUNK(7)
+#undef PCT_KAN_CHUNK
+    default: f(std::integral_constant<int, kMaxNv>{}); break;
+  }
+}
+
+// Features [f0, f0 + nf) of the tile's x, transposed into xt (nf, kLd) so that each feature's
+// column is contiguous, rows past `rows` zeroed up to n_eval. Eight rows at a time: each x line
+// read serves the features it holds while those eight rows are streamed.
+template <typename T>
+void transpose_tile(const T* x, int in, int64_t b0, int rows, int n_eval, int f0, int nf, T* xt) {
+  constexpr int kRows = 8;
+  for (int r0 = 0; r0 < rows; r0 += kRows) {
+    const int nr = rows - r0 < kRows ? rows - r0 : kRows;
+    const T* src = x + (b0 + r0) * in + f0;
+    for (int i = 0; i < nf; ++i)
+      for (int rr = 0; rr < nr; ++rr) xt[i * kLd + r0 + rr] = src[int64_t(rr) * in + i];
+  }
+  for (int i = 0; i < nf; ++i)
+    for (int r = rows; r < n_eval; ++r) xt[i * kLd + r] = T(0);
+}
+
+// One step of the transposed reduction below: lanes [0, L/2) of the result hold a's blocks of 2W
+// lanes folded to W (a[k 2W + j] + a[k 2W + W + j]), lanes [L/2, L) the same of b.
+template <int W, int L>
+constexpr int fold_index(int l, bool high) {
+  return (l < L / 2 ? (l / W) * 2 * W + l % W : L + ((l - L / 2) / W) * 2 * W + (l - L / 2) % W) + (high ? W : 0);
+}
+template <int W, typename V, int... I>
+inline __attribute__((always_inline)) V fold(V a, V b, std::integer_sequence<int, I...>) {
+  constexpr int L = int(sizeof...(I));
+  return __builtin_shufflevector(a, b, fold_index<W, L>(I, false)...) +
+         __builtin_shufflevector(a, b, fold_index<W, L>(I, true)...);
+}
+template <int W, int N, typename V, typename Seq>
+inline __attribute__((always_inline)) void fold_all(V* v, Seq seq) {
+  if constexpr (N > 1) {
+#pragma GCC unroll 16
+    for (int k = 0; k < N / 2; ++k) v[k] = fold<W>(v[2 * k], v[2 * k + 1], seq);
+    fold_all<W / 2, N / 2>(v, seq);
+  }
+}
+
+// out[r] = the sum of the L lanes of vec[r] for r < n (n a multiple of L): L rows at a time, by
+// folding L vectors into one (log2 L shuffle-and-add steps) instead of one horizontal sum per row.
+// Each row's lanes are added in the same halving tree as hsum.
+template <typename T>
+void hsum_rows(const T* vec, int n, T* out) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int L = S::L;
+  for (int r0 = 0; r0 < n; r0 += L) {
+    V v[L];
+#pragma GCC unroll 16
+    for (int k = 0; k < L; ++k) v[k] = S::load(vec + (r0 + k) * L);
+    fold_all<L / 2, L>(v, std::make_integer_sequence<int, L>{});
+    S::store(out + r0, v[0]);
+  }
+}
+
+// The tile's rows sorted by their first spline row (= cell + 1, or zero_base): rows of one cell
+// share the packed weight rows (and slab rows) they touch, which the kernels below then hold in
+// registers across the cell's rows. A counting sort over four interleaved histograms (row r counts
+// in histogram r % 4), so that runs of rows in one cell do not chain through one counter: inside a
+// cell the rows come as r = 0, 4, 8, ..., then 1, 5, 9, ..., and so on (a fixed order).
+// order[starts[c] .. starts[c+1]) are the rows whose base is c, for c in 0 .. n_bases-1.
+struct RowBuckets {
+  static constexpr int kWays = 4;
+  int* order;
+  int* starts;  // n_bases + 1
+  int* hist;    // kWays histograms of hist_ld, then cursors
+  int hist_ld;
+  void sort(const int* base, int rows, int n_bases) {
+    int* h[kWays];
+    for (int j = 0; j < kWays; ++j) {
+      h[j] = hist + j * hist_ld;
+      for (int c = 0; c < n_bases; ++c) h[j][c] = 0;
+    }
+    int r = 0;
+    for (; r + kWays <= rows; r += kWays)
+#pragma GCC unroll 4
+      for (int j = 0; j < kWays; ++j) ++h[j][base[r + j]];
+    for (int j = 0; r < rows; ++r, ++j) ++h[j][base[r]];
+    int at = 0;
+    for (int c = 0; c < n_bases; ++c) {
+      starts[c] = at;
+#pragma GCC unroll 4
+      for (int j = 0; j < kWays; ++j) {
+        const int n = h[j][c];
+        h[j][c] = at;
+        at += n;
+      }
+    }
+    starts[n_bases] = at;
+    for (r = 0; r + kWays <= rows; r += kWays)
+#pragma GCC unroll 4
+      for (int j = 0; j < kWays; ++j) order[h[j][base[r + j]]++] = r + j;
+    for (int j = 0; r < rows; ++r, ++j) order[h[j][base[r]]++] = r;
+  }
+};
+
+// Output vectors per chunk of the cell-bucketed kernels: the cell's k+1 packed rows, the base row,
+// and one more row of vectors (accumulators or dy) in registers, with a few left over.
+template <int K>
+constexpr int chunk_vectors() {
+  return (kVecRegs - 4) / (K + 3) < 1 ? 1 : ((kVecRegs - 4) / (K + 3) > 8 ? 8 : (kVecRegs - 4) / (K + 3));
+}
+
+// Forward, one feature, outputs o0 .. o0+NV*VL (Wi, acc offset by o0): for each cell, its k+1
+// packed rows and the base row in registers; acc[r] += w0[r] W[0] + sum_q w_q[r] W[base + q] for
+// every row r of the cell.
 template <typename T, int K, int NV>
-inline void accumulate_edge(const T* __restrict Wi, const EdgeTerms<T, K>& e, long po, T* __restrict acc) {
+void forward_feature(const T* __restrict Wi, long po, const Terms<T, K> tm, const RowBuckets& bk, int n_bases,
+                     T* __restrict acc) {
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int VL = S::L;
-  V a[NV];
+  V w0r[NV];
 #pragma GCC unroll 16
-  for (int v = 0; v < NV; ++v) a[v] = S::load(acc + v * VL);
+  for (int v = 0; v < NV; ++v) w0r[v] = S::load(Wi + v * VL);
+  for (int c = 0; c < n_bases; ++c) {
+    const int beg = bk.starts[c], end = bk.starts[c + 1];
+    if (beg == end) continue;
+    V wr[K + 1][NV];
+    const T* Wc = Wi + long(c) * po;
 #pragma GCC unroll 8
-  for (int q = 0; q < K + 2; ++q) {
-    const T* row = Wi + e.row[q] * po;
-    const T w = e.w[q];
+    for (int q = 0; q <= K; ++q)
 #pragma GCC unroll 16
-    for (int v = 0; v < NV; ++v) a[v] += S::load(row + v * VL) * w;
+      for (int v = 0; v < NV; ++v) wr[q][v] = S::load(Wc + q * po + v * VL);
+    for (int k = beg; k < end; ++k) {
+      const int r = bk.order[k];
+      T* a = opaque(acc + long(r) * po);
+      // The row's weights as broadcast vectors before any store (which could alias them).
+      const V w0 = bcast<T>(tm.w[r]);
+      V wq[K + 1];
+#pragma GCC unroll 8
+      for (int q = 0; q <= K; ++q) wq[q] = bcast<T>(tm.w[(1 + q) * kLd + r]);
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; ++v) {
+        V s = S::load(a + v * VL) + w0r[v] * w0;
+#pragma GCC unroll 8
+        for (int q = 0; q <= K; ++q) s += wr[q][v] * wq[q];
+        S::store(a + v * VL, s);
+      }
+    }
   }
-#pragma GCC unroll 16
-  for (int v = 0; v < NV; ++v) S::store(acc + v * VL, a[v]);
 }
 
-// Forward over tiles of kRowTile rows: input by input, so each input's packed weights are read from
-// memory once per tile and then from L1 for the tile's other rows.
+// Backward dx, one feature, one chunk: dot[r] (a vector of partial sums) += sum over the chunk of
+// (w'_0[r] W[0] + sum_q w'_q[r] W[base + q]) * dy[r], the cell's rows in registers as forward.
+template <typename T, int K, int NV>
+void dx_feature(const T* __restrict Wi, long po, const Terms<T, K> tm, const RowBuckets& bk, int n_bases,
+                const T* __restrict dy, T* __restrict dot, bool first) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int VL = S::L;
+  V w0r[NV];
+#pragma GCC unroll 16
+  for (int v = 0; v < NV; ++v) w0r[v] = S::load(Wi + v * VL);
+  for (int c = 0; c < n_bases; ++c) {
+    const int beg = bk.starts[c], end = bk.starts[c + 1];
+    if (beg == end) continue;
+    V wr[K + 1][NV];
+    const T* Wc = Wi + long(c) * po;
+#pragma GCC unroll 8
+    for (int q = 0; q <= K; ++q)
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; ++v) wr[q][v] = S::load(Wc + q * po + v * VL);
+    for (int k = beg; k < end; ++k) {
+      const int r = bk.order[k];
+      const T* g = opaque(dy + long(r) * po);
+      const V d0 = bcast<T>(tm.dw[r]);
+      V dq[K + 1];
+#pragma GCC unroll 8
+      for (int q = 0; q <= K; ++q) dq[q] = bcast<T>(tm.dw[(1 + q) * kLd + r]);
+      V acc = first ? V{} : S::load(dot + r * VL);
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; ++v) {
+        V comb = w0r[v] * d0;
+#pragma GCC unroll 8
+        for (int q = 0; q <= K; ++q) comb += wr[q][v] * dq[q];
+        acc += comb * S::load(g + v * VL);
+      }
+      S::store(dot + r * VL, acc);
+    }
+  }
+}
+
+// Backward weight gradients, one feature, one chunk: slab[0] += w0[r] dy[r] and slab[base + q] +=
+// w_q[r] dy[r]; the base row's sums stay in registers for the whole tile, each cell's k+1 rows for
+// its rows.
+template <typename T, int K, int NV>
+void dw_feature(long po, const Terms<T, K> tm, const RowBuckets& bk, int n_bases, const T* __restrict dy,
+                T* __restrict slab) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int VL = S::L;
+  V s0[NV];
+#pragma GCC unroll 16
+  for (int v = 0; v < NV; ++v) s0[v] = S::load(slab + v * VL);
+  for (int c = 0; c < n_bases; ++c) {
+    const int beg = bk.starts[c], end = bk.starts[c + 1];
+    if (beg == end) continue;
+    V sr[K + 1][NV];
+    T* Sc = slab + long(c) * po;
+#pragma GCC unroll 8
+    for (int q = 0; q <= K; ++q)
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; ++v) sr[q][v] = S::load(Sc + q * po + v * VL);
+    for (int k = beg; k < end; ++k) {
+      const int r = bk.order[k];
+      const T* g = opaque(dy + long(r) * po);
+      const V w0 = bcast<T>(tm.w[r]);
+      V wq[K + 1];
+#pragma GCC unroll 8
+      for (int q = 0; q <= K; ++q) wq[q] = bcast<T>(tm.w[(1 + q) * kLd + r]);
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; ++v) {
+        const V gv = S::load(g + v * VL);
+        s0[v] += gv * w0;
+#pragma GCC unroll 8
+        for (int q = 0; q <= K; ++q) sr[q][v] += gv * wq[q];
+      }
+    }
+#pragma GCC unroll 8
+    for (int q = 0; q <= K; ++q)
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; ++v) S::store(Sc + q * po + v * VL, sr[q][v]);
+  }
+#pragma GCC unroll 16
+  for (int v = 0; v < NV; ++v) S::store(slab + v * VL, s0[v]);
+}
+
+template <typename T>
+RowBuckets buckets_view(const Layout& lay, T* mine, int n_bases) {
+  RowBuckets bk;
+  bk.order = reinterpret_cast<int*>(mine + lay.order);
+  bk.starts = bk.order + cpu::kRowTilePadded;
+  bk.hist_ld = int(pad(n_bases + 1));
+  bk.hist = bk.starts + bk.hist_ld;
+  return bk;
+}
+
 template <typename T, int K>
-void forward_rows(const Packed<T>& P, const T* x, T* y, int64_t batch, const Layout& lay, T* ws) {
+void forward_tiles(const Packed<T>& P, const T* x, T* y, int64_t batch, const Layout& lay, T* ws) {
   constexpr int VL = Simd<T>::L;
   constexpr int RT = cpu::kRowTile;
-  constexpr int kChunk = kMaxNV * 2;
+  constexpr int CV = chunk_vectors<K>();
   const int nvec = int((P.out + VL - 1) / VL);
   const int64_t n_tiles = (batch + RT - 1) / RT;
+  const int n_bases = P.zero_base + 1;  // first spline rows 1 .. zero_base
 #pragma omp parallel num_threads(lay.n_threads) if (lay.n_threads > 1)
   {
-    T* acc = ws + lay.threads_base + int64_t(thread_id()) * lay.per_thread;  // (RT, po)
-    RowTerms<T, K> rt[RT];
-    for (int r = 0; r < RT; ++r) rt[r].bind(acc + RT * P.po + r * cpu::row_terms_numel(P.in), P.in);
+    T* mine = ws + lay.threads_base + int64_t(thread_id()) * lay.per_thread;
+    T* acc = mine + lay.tile;  // (RT, po)
+    T* xt = mine + lay.xt;
+    T* sig = mine + lay.sig;
+    const Terms<T, K> tm(mine + lay.terms);
+    RowBuckets bk = buckets_view(lay, mine, n_bases);
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < n_tiles; ++t) {
       const int64_t b0 = t * RT;
       const int rows = int(batch - b0 < RT ? batch - b0 : RT);
-      for (int r = 0; r < rows; ++r) {
-        row_terms<T, K>(P, x + (b0 + r) * P.in, 0, P.in, false, rt[r]);
-        for (long o = 0; o < P.po; ++o) acc[r * P.po + o] = T(0);
-      }
+      const int n_eval = round_up(rows, VL);
+      for (long e = 0; e < long(rows) * P.po; ++e) acc[e] = T(0);
+      transpose_tile(x, P.in, b0, rows, n_eval, 0, P.in, xt);
       for (int i = 0; i < P.in; ++i) {
-        const T* Wi = P.w(i);
-        for (int r = 0; r < rows; ++r) {
-          EdgeTerms<T, K> e;
-          edge_terms_from_row<T, K>(P, 0, i, rt[r], e, false);
-          for (int v0 = 0; v0 < nvec; v0 += kChunk) {
-            T* a = acc + r * P.po + v0 * VL;
-            switch (nvec - v0 < kChunk ? nvec - v0 : kChunk) {
-#define PCT_KAN_CHUNK(n) \
-  case n: accumulate_edge<T, K, (n <= kChunk ? n : kChunk)>(Wi + v0 * VL, e, P.po, a); break;
-              PCT_KAN_CHUNK(1) PCT_KAN_CHUNK(2) PCT_KAN_CHUNK(3) PCT_KAN_CHUNK(4)
-              PCT_KAN_CHUNK(5) PCT_KAN_CHUNK(6) PCT_KAN_CHUNK(7) PCT_KAN_CHUNK(8)
-#undef PCT_KAN_CHUNK
-              default: break;
-            }
-          }
+        feature_terms<T, K>(P, i, xt + i * kLd, sig, n_eval, false, tm);
+        bk.sort(tm.base, rows, n_bases);
+        for (int v0 = 0; v0 < nvec; v0 += CV) {
+          with_chunk<CV>(nvec - v0, [&](auto NV) {
+            forward_feature<T, K, NV.value>(P.w(i) + v0 * VL, P.po, tm, bk, n_bases, acc + v0 * VL);
+          });
         }
       }
       for (int r = 0; r < rows; ++r)
@@ -336,131 +552,86 @@ void forward_rows(const Packed<T>& P, const T* x, T* y, int64_t batch, const Lay
   }
 }
 
-// One edge (row b, input i), outputs o0 .. o0 + NV*VL: returns this chunk's part of dx[b, i]
-// (sum_terms w'_t <W[i, row_t, chunk], dy[b, chunk]>) and adds w_t dy[b, chunk] to the slab rows.
-template <typename T, int K, int NV>
-inline T backward_edge_chunk(const Packed<T>& P, int i, const EdgeTerms<T, K>& e, const T* __restrict dyb,
-                             const T* __restrict dy_tail, T* __restrict slab, int o0, bool want_dx, bool want_w) {
+template <typename T, int K, bool DX, bool DW>
+void backward_tiles(const Packed<T>& P, const KanBackwardArgs& a, const Layout& lay, T* ws) {
   using S = Simd<T>;
-  using V = typename S::V;
   constexpr int VL = S::L;
-  // dy's row is read in place; its last, partial vector comes zero-padded from dy_tail.
-  const int full = P.out / VL;
-  V g[NV];
-#pragma GCC unroll 16
-  for (int v = 0; v < NV; ++v) g[v] = o0 / VL + v < full ? S::load(dyb + o0 + v * VL) : S::load(dy_tail);
-  T result = T(0);
-  if (want_dx) {
-    const T* __restrict Wi = P.w(i) + o0;
-    V comb[NV];
-#pragma GCC unroll 16
-    for (int v = 0; v < NV; ++v) comb[v] = V{};
-#pragma GCC unroll 8
-    for (int q = 0; q < K + 2; ++q) {
-      const T* row = Wi + e.row[q] * P.po;
-      const T d = e.dw[q];
-#pragma GCC unroll 16
-      for (int v = 0; v < NV; ++v) comb[v] += S::load(row + v * VL) * d;
-    }
-    V dot = comb[0] * g[0];
-#pragma GCC unroll 16
-    for (int v = 1; v < NV; ++v) dot += comb[v] * g[v];
-    result = hsum<T>(dot);
-  }
-  if (want_w) {
-#pragma GCC unroll 8
-    for (int q = 0; q < K + 2; ++q) {
-      T* row = slab + e.row[q] * P.po + o0;
-      const T w = e.w[q];
-#pragma GCC unroll 16
-      for (int v = 0; v < NV; ++v) S::store(row + v * VL, S::load(row + v * VL) + g[v] * w);
-    }
-  }
-  return result;
-}
-
-template <typename T, int K>
-void backward_impl(const Packed<T>& P, const KanBackwardArgs& a, const Layout& lay, T* ws) {
-  using S = Simd<T>;
-  using V = typename S::V;
-  constexpr int VL = S::L;
+  constexpr int RT = cpu::kRowTile;
+  constexpr int CV = chunk_vectors<K>();
   const int nvec = int((P.out + VL - 1) / VL);
+  const int n_bases = P.zero_base + 1;
   const T* x = static_cast<const T*>(a.x);
   const T* dy = static_cast<const T*>(a.dy);
   T* dx = static_cast<T*>(a.dx);
   const int64_t batch = a.batch;
-  const bool want_w = a.d_base_weight || a.d_spline_weight || a.d_spline_scaler;
   const int fb = lay.feature_block;
   const int n_blocks = (P.in + fb - 1) / fb;
   const int nb = P.nb;
+  const long slab = long(P.R) * P.po;
   const T* sw = static_cast<const T*>(a.params.spline_weight);
   const T* ss = static_cast<const T*>(a.params.spline_scaler);
   T* dbw = static_cast<T*>(a.d_base_weight);
   T* dsw = static_cast<T*>(a.d_spline_weight);
   T* dss = static_cast<T*>(a.d_spline_scaler);
-  constexpr int kChunk = kMaxNV * 2;
-  // One pass per block of input features: each (row, input) has its terms evaluated once and used
-  // for both dx[b, i] and the weight-gradient slabs of input i, which this thread alone owns.
 #pragma omp parallel num_threads(lay.n_threads) if (lay.n_threads > 1)
   {
-    constexpr int RT = cpu::kRowTile;
     T* mine = ws + lay.threads_base + int64_t(thread_id()) * lay.per_thread;
-    T* dy_tails = mine;  // (RT, VL): the last, partial vector of each tile row's dy, zero-padded
-    RowTerms<T, K> rt[RT];
-    for (int r = 0; r < RT; ++r) rt[r].bind(mine + RT * P.po + r * cpu::row_terms_numel(fb), fb);
-    T* slabs = mine + RT * P.po + RT * cpu::row_terms_numel(fb);
-    for (int l = 0; l < RT * VL; ++l) dy_tails[l] = T(0);
+    T* dy_tile = mine + lay.tile;  // (RT, po): the tile's dy rows, zero-padded
+    T* xt = mine + lay.xt;
+    T* sig = mine + lay.sig;
+    const Terms<T, K> tm(mine + lay.terms);
+    RowBuckets bk = buckets_view(lay, mine, n_bases);
+    T* dot = mine + lay.dot;
+    T* dxt = mine + lay.dxt;
+    T* slabs = mine + lay.slabs;
+    for (long e = 0; e < long(RT) * P.po; ++e) dy_tile[e] = T(0);
+    // A thread owns a block of input features and their weight gradients; for each tile and
+    // feature the edge terms are evaluated once and used for both dx[:, i] and the slab of i.
 #pragma omp for schedule(static)
     for (int blk = 0; blk < n_blocks; ++blk) {
-      const int i0 = blk * fb;
-      const int ni = P.in - i0 < fb ? P.in - i0 : fb;
-      const long slab = long(P.R) * P.po;
-      if (want_w)
-        for (long e = 0; e < ni * slab; ++e) slabs[e] = T(0);
+      const int f0 = blk * fb;
+      const int nf = P.in - f0 < fb ? P.in - f0 : fb;
+      if (DW)
+        for (long e = 0; e < nf * slab; ++e) slabs[e] = T(0);
       for (int64_t b0 = 0; b0 < batch; b0 += RT) {
         const int rows = int(batch - b0 < RT ? batch - b0 : RT);
+        const int n_eval = round_up(rows, VL);
         for (int r = 0; r < rows; ++r) {
-          const T* dyb = dy + (b0 + r) * P.out;
-          for (int o = P.out / VL * VL; o < P.out; ++o) dy_tails[r * VL + o % VL] = dyb[o];
-          row_terms<T, K>(P, x + (b0 + r) * P.in, i0, ni, dx != nullptr, rt[r]);
+          const T* src = dy + (b0 + r) * P.out;
+          T* dst = dy_tile + r * P.po;
+          for (int o = 0; o < P.out; ++o) dst[o] = src[o];
         }
-        // Input by input, so its packed weights and slab stay in L1 across the tile's rows.
-        for (int ii = 0; ii < ni; ++ii) {
-          const int i = i0 + ii;
-          T* Si = slabs + ii * slab;
-          for (int r = 0; r < rows; ++r) {
-            EdgeTerms<T, K> e;
-            edge_terms_from_row<T, K>(P, i0, ii, rt[r], e, dx != nullptr);
-            const T* dyb = dy + (b0 + r) * P.out;
-            T sum = T(0);
-            for (int v0 = 0; v0 < nvec; v0 += kChunk) {
-              switch (nvec - v0 < kChunk ? nvec - v0 : kChunk) {
-#define PCT_KAN_CHUNK(n) \
-  case n: sum += backward_edge_chunk<T, K, (n <= kChunk ? n : kChunk)>(P, i, e, dyb, dy_tails + r * VL, Si, v0 * VL, dx != nullptr, want_w); break;
-                PCT_KAN_CHUNK(1) PCT_KAN_CHUNK(2) PCT_KAN_CHUNK(3) PCT_KAN_CHUNK(4)
-                PCT_KAN_CHUNK(5) PCT_KAN_CHUNK(6) PCT_KAN_CHUNK(7) PCT_KAN_CHUNK(8)
-#undef PCT_KAN_CHUNK
-                default: break;
-              }
-            }
-            if (dx) dx[(b0 + r) * P.in + i] = sum;
+        transpose_tile(x, P.in, b0, rows, n_eval, f0, nf, xt);
+        for (int i = f0; i < f0 + nf; ++i) {
+            feature_terms<T, K>(P, i, xt + (i - f0) * kLd, sig, n_eval, DX, tm);
+            bk.sort(tm.base, rows, n_bases);
+            for (int v0 = 0; v0 < nvec; v0 += CV) {
+            with_chunk<CV>(nvec - v0, [&](auto NV) {
+              if (DW) dw_feature<T, K, NV.value>(P.po, tm, bk, n_bases, dy_tile + v0 * VL, slabs + (i - f0) * slab + v0 * VL);
+              if (DX) dx_feature<T, K, NV.value>(P.w(i) + v0 * VL, P.po, tm, bk, n_bases, dy_tile + v0 * VL, dot, v0 == 0);
+            });
           }
+          if (DX) hsum_rows(dot, n_eval, dxt + (i - f0) * kLd);
         }
+        if (DX)
+          for (int r = 0; r < rows; ++r)
+            for (int ii = 0; ii < nf; ++ii) dx[(b0 + r) * P.in + f0 + ii] = dxt[ii * kLd + r];
       }
-      if (!want_w) continue;
+      if (!DW) continue;
       // Slab rows -> the user's layout: d base_weight, d spline_weight (times the scaler, which was
       // folded into the packed weights) and d scaler (sum over the bases).
-      for (int ii = 0; ii < ni; ++ii) {
-        const int i = i0 + ii;
+      for (int ii = 0; ii < nf; ++ii) {
+        const int i = f0 + ii;
         const T* Si = slabs + ii * slab;
+        const T* Sc = Si + (1 + a.cfg.spline_order) * P.po;  // basis 0's row (cpu::spline_row)
         for (int o = 0; o < P.out; ++o) {
           const long oi = long(o) * P.in + i;
           if (dbw) dbw[oi] = Si[o];
           T dscale = T(0);
           for (int q = 0; q < nb; ++q) {
-            const T g = Si[(1 + q) * P.po + o];
-            if (dsw) dsw[oi * nb + q] = ss ? g * ss[oi] : g;
-            dscale += g * sw[oi * nb + q];
+            const T gq = Sc[q * P.po + o];
+            if (dsw) dsw[oi * nb + q] = ss ? gq * ss[oi] : gq;
+            dscale += gq * sw[oi * nb + q];
           }
           if (dss) dss[oi] = dscale;
         }
@@ -486,7 +657,7 @@ void forward_impl(const KanForwardArgs& a, const Layout& lay, void* ws_raw) {
   pack<T>(a.cfg, a.params, lay, ws);
   const Packed<T> P = packed_view<T>(a.cfg, lay, ws);
   with_order(a.cfg.spline_order, [&](auto K) {
-    forward_rows<T, K.value>(P, static_cast<const T*>(a.x), static_cast<T*>(a.y), a.batch, lay, ws);
+    forward_tiles<T, K.value>(P, static_cast<const T*>(a.x), static_cast<T*>(a.y), a.batch, lay, ws);
   });
 }
 
@@ -495,7 +666,13 @@ void backward_dispatch(const KanBackwardArgs& a, const Layout& lay, void* ws_raw
   T* ws = static_cast<T*>(ws_raw);
   pack<T>(a.cfg, a.params, lay, ws);
   const Packed<T> P = packed_view<T>(a.cfg, lay, ws);
-  with_order(a.cfg.spline_order, [&](auto K) { backward_impl<T, K.value>(P, a, lay, ws); });
+  const bool want_w = a.d_base_weight || a.d_spline_weight || a.d_spline_scaler;
+  with_order(a.cfg.spline_order, [&](auto K) {
+    constexpr int k = K.value;
+    if (a.dx && want_w) backward_tiles<T, k, true, true>(P, a, lay, ws);
+    else if (a.dx) backward_tiles<T, k, true, false>(P, a, lay, ws);
+    else if (want_w) backward_tiles<T, k, false, true>(P, a, lay, ws);
+  });
 }
 
 }  // namespace
