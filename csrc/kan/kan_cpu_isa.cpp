@@ -10,7 +10,7 @@
 // fixed order by the one thread that owns that feature: deterministic whatever the thread count,
 // no atomics.
 //
-// Loop structure: tiles of kRowTile rows; inside a tile, feature by feature: the edge terms of the
+// Loop structure: tiles of lay.row_tile rows; inside a tile, feature by feature: the edge terms of the
 // tile's rows are evaluated vectorised over the rows (feature_terms), the rows are bucketed by
 // cell (RowBuckets), and for each cell the k+1 packed weight rows it touches (forward, dx) or their
 // gradient rows (dW) are held in registers, over a chunk of the outputs, while the cell's rows pass
@@ -517,7 +517,7 @@ RowBuckets buckets_view(const Layout& lay, T* mine, int n_bases) {
 template <typename T, int K>
 void forward_tiles(const Packed<T>& P, const T* x, T* y, int64_t batch, const Layout& lay, T* ws) {
   constexpr int VL = Simd<T>::L;
-  constexpr int RT = cpu::kRowTile;
+  const int RT = lay.row_tile;
   constexpr int CV = chunk_vectors<K>();
   const int nvec = int((P.out + VL - 1) / VL);
   const int64_t n_tiles = (batch + RT - 1) / RT;
@@ -556,7 +556,7 @@ template <typename T, int K, bool DX, bool DW>
 void backward_tiles(const Packed<T>& P, const KanBackwardArgs& a, const Layout& lay, T* ws) {
   using S = Simd<T>;
   constexpr int VL = S::L;
-  constexpr int RT = cpu::kRowTile;
+  const int RT = lay.row_tile;
   constexpr int CV = chunk_vectors<K>();
   const int nvec = int((P.out + VL - 1) / VL);
   const int n_bases = P.zero_base + 1;

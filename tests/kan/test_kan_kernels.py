@@ -74,8 +74,12 @@ def test_batch_sizes(batch):
         compare(9, 33, 5, 3, batch, dtype, "pykan", rng)
 
 
-def test_wide_layer():
-    compare(64, 130, 8, 3, 300, np.float32, "pykan", np.random.default_rng(1))
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("k", (1, 3, 5))
+def test_wide_layer(k, dtype):
+    # 130 outputs: several register chunks of the outputs with a partial last vector, for every
+    # order (the chunk width depends on k); 300 rows: more than one row tile in both directions.
+    compare(64, 130, 8, k, 300, dtype, "pykan", np.random.default_rng(k))
 
 
 def test_nan_and_inf_inputs():
