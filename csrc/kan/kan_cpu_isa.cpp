@@ -203,16 +203,33 @@ void pack(const KanConfig& c, const KanParams& prm, const Layout& lay, T* ws) {
   const T* ss = static_cast<const T*>(prm.spline_scaler);
   const T* grid = static_cast<const T*>(prm.grid);
   T* W = ws + lay.weights;
+  const int first_spline = cpu::spline_row(c, 0);
+  // The weights, transposed to (in, rows, out) by blocks of outputs: reading feature i of a block's
+  // outputs walks kOutBlock rows of base_weight / spline_weight forward (one page each), and the
+  // writes of one feature land on whole lines. (Feature-major order would touch a new page of
+  // spline_weight for every output: a TLB miss per element on wide layers.)
+  constexpr int kOutBlock = 64;
+  const int n_oblk = (out + kOutBlock - 1) / kOutBlock;
+#pragma omp parallel for schedule(static) num_threads(lay.n_threads) if (lay.n_threads > 1 && n_oblk > 1)
+  for (int ob = 0; ob < n_oblk; ++ob) {
+    const int o0 = ob * kOutBlock, o1 = o0 + kOutBlock < out ? o0 + kOutBlock : out;
+    for (int i = 0; i < in; ++i) {
+      T* Wi = W + long(i) * R * po;
+      for (int o = o0; o < o1; ++o) {
+        Wi[o] = bw[long(o) * in + i];
+        const T scale = ss ? ss[long(o) * in + i] : T(1);
+        const T* so = sw + (long(o) * in + i) * nb;
+        for (int q = 0; q < nb; ++q) Wi[(first_spline + q) * po + o] = scale * so[q];
+      }
+    }
+  }
 #pragma omp parallel for schedule(static) num_threads(lay.n_threads) if (lay.n_threads > 1 && in > 1)
   for (int i = 0; i < in; ++i) {
     T* Wi = W + long(i) * R * po;
-    for (int q = 0; q < R; ++q)
-      for (long o = 0; o < po; ++o) Wi[q * po + o] = T(0);
-    for (int o = 0; o < out; ++o) {
-      Wi[o] = bw[long(o) * in + i];
-      const T scale = ss ? ss[long(o) * in + i] : T(1);
-      const T* so = sw + (long(o) * in + i) * nb;
-      for (int q = 0; q < nb; ++q) Wi[cpu::spline_row(c, q) * po + o] = scale * so[q];
+    // Zero rows (before and after the bases) and the padding columns of every row.
+    for (int q = 0; q < R; ++q) {
+      const bool zero_row = q != 0 && (q < first_spline || q >= first_spline + nb);
+      for (long o = zero_row ? 0 : out; o < po; ++o) Wi[q * po + o] = T(0);
     }
     // Knots with kMaxSplineOrder extra knots on each side at the end spacings (see bspline.h).
     const int n = c.n_knots(), P = kMaxSplineOrder;
@@ -522,6 +539,12 @@ void forward_tiles(const Packed<T>& P, const T* x, T* y, int64_t batch, const La
   const int nvec = int((P.out + VL - 1) / VL);
   const int64_t n_tiles = (batch + RT - 1) / RT;
   const int n_bases = P.zero_base + 1;  // first spline rows 1 .. zero_base
+  // Fewer tiles than threads (small batches): the outputs are split into parts too, each part's
+  // thread evaluating the tile's terms itself (cheap next to the outputs' FMAs on wide layers).
+  const int64_t n_chunks = (nvec + CV - 1) / CV;
+  int64_t parts = n_tiles >= lay.n_threads ? 1 : (lay.n_threads + n_tiles - 1) / n_tiles;
+  if (parts > n_chunks) parts = n_chunks;
+  const int64_t chunks_per_part = (n_chunks + parts - 1) / parts;
 #pragma omp parallel num_threads(lay.n_threads) if (lay.n_threads > 1)
   {
     T* mine = ws + lay.threads_base + int64_t(thread_id()) * lay.per_thread;
@@ -531,23 +554,29 @@ void forward_tiles(const Packed<T>& P, const T* x, T* y, int64_t batch, const La
     const Terms<T, K> tm(mine + lay.terms);
     RowBuckets bk = buckets_view(lay, mine, n_bases);
 #pragma omp for schedule(static)
-    for (int64_t t = 0; t < n_tiles; ++t) {
+    for (int64_t item = 0; item < n_tiles * parts; ++item) {
+      const int64_t t = item / parts;
+      const int v_lo = int(item % parts * chunks_per_part * CV);
+      const int v_hi = v_lo + int(chunks_per_part * CV) < nvec ? v_lo + int(chunks_per_part * CV) : nvec;
+      if (v_lo >= v_hi) continue;
       const int64_t b0 = t * RT;
       const int rows = int(batch - b0 < RT ? batch - b0 : RT);
       const int n_eval = round_up(rows, VL);
-      for (long e = 0; e < long(rows) * P.po; ++e) acc[e] = T(0);
+      for (int r = 0; r < rows; ++r)
+        for (long e = long(v_lo) * VL; e < long(v_hi) * VL; ++e) acc[r * P.po + e] = T(0);
       transpose_tile(x, P.in, b0, rows, n_eval, 0, P.in, xt);
       for (int i = 0; i < P.in; ++i) {
         feature_terms<T, K>(P, i, xt + i * kLd, sig, n_eval, false, tm);
         bk.sort(tm.base, rows, n_bases);
-        for (int v0 = 0; v0 < nvec; v0 += CV) {
-          with_chunk<CV>(nvec - v0, [&](auto NV) {
+        for (int v0 = v_lo; v0 < v_hi; v0 += CV) {
+          with_chunk<CV>(v_hi - v0, [&](auto NV) {
             forward_feature<T, K, NV.value>(P.w(i) + v0 * VL, P.po, tm, bk, n_bases, acc + v0 * VL);
           });
         }
       }
+      const int o_hi = v_hi * VL < P.out ? v_hi * VL : P.out;
       for (int r = 0; r < rows; ++r)
-        for (int o = 0; o < P.out; ++o) y[(b0 + r) * P.out + o] = acc[r * P.po + o];
+        for (int o = v_lo * VL; o < o_hi; ++o) y[(b0 + r) * P.out + o] = acc[r * P.po + o];
     }
   }
 }

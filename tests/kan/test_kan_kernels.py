@@ -135,3 +135,21 @@ def test_bad_arguments():
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match=r"grid: every feature's knots must be finite"):
         K.kan_forward(np.zeros((4, 3)), bad, 3, bw, sw, ss)
+
+
+def test_small_batch_wide_layer_split_over_threads():
+    # Fewer row tiles than threads: the forward splits the outputs between the threads instead. The
+    # result must match the reference and be the same bits as with one thread.
+    rng = np.random.default_rng(4)
+    grid, bw, sw, ss = make_layer(30, 300, 5, 3, rng, np.float32)
+    x = rng.uniform(-2.5, 2.5, (5, 30)).astype(np.float32)
+    y_ref = ref.forward(x.astype(np.float64), grid.astype(np.float64), 3, bw.astype(np.float64),
+                        sw.astype(np.float64), ss.astype(np.float64))
+    for isa in ISAS:
+        with cpu_isa(isa):
+            runs = []
+            for threads in (1, 2):
+                with num_threads(threads):
+                    runs.append(K.kan_forward(x, grid, 3, bw, sw, ss))
+            assert_close(runs[1], y_ref, np.float32, f"[{isa}] y, outputs split over threads")
+            np.testing.assert_array_equal(runs[0], runs[1], err_msg=f"[{isa}] y changes with the thread count")
