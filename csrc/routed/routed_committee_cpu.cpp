@@ -31,23 +31,57 @@ int32_t dot_pm1(const int8_t* __restrict a, const int8_t* __restrict b, int n) {
   return sum;
 }
 
-// Edge blocks: stream m reads weight (k, i) from copy perm[i][m] (perm: the K*N blocks from unit k).
-// Gathered first, then signed by the vectorised loop (a sign test inside the gather becomes a branch).
+// Edge blocks are visited weight-major over groups of kStreamGroup streams: for one weight the
+// streams read distinct copies (perm[i] is a permutation), so a block of weights touches one line
+// of H per stream and 8 weights, where stream-major order jumps to a random copy's line (and page)
+// at every weight. Groups bound the lines and pages open at once when M is large.
+constexpr int kStreamGroup = 16;
+
+// Edge blocks, weights [i0, i1) of unit k: stream m reads weight (k, i) from copy perm[i][m]
+// (perm: the K*N blocks from unit k).
 template <typename T>
-void signs_routed(const T* __restrict H, const int32_t* const* __restrict perm, T* __restrict tmp,
-                  int8_t* __restrict w, int m, int K, int k, int n) {
+void signs_routed(const T* __restrict H, const int32_t* const* __restrict perm, int8_t* __restrict seen, int M,
+                  int K, int k, int n, int i0, int i1) {
   const int64_t ld = int64_t(K) * n;
-  for (int i = 0; i < n; ++i) tmp[i] = H[perm[i][m] * ld + int64_t(k) * n + i];
-  signs(tmp, w, n);
+  for (int m0 = 0; m0 < M; m0 += kStreamGroup) {
+    const int m1 = m0 + kStreamGroup < M ? m0 + kStreamGroup : M;
+    for (int i = i0; i < i1; ++i) {
+      const int32_t* __restrict p = perm[i];
+      for (int m = m0; m < m1; ++m) {
+        const T h = H[p[m] * ld + int64_t(k) * n + i];
+        seen[(int64_t(m) * K + k) * n + i] = int8_t(1 - 2 * int(!(h >= T(0))));  // NaN reads as -1
+      }
+    }
+  }
+}
+
+// Edge blocks, weights [i0, i1): adds eta * y * xi[i] to weight (chosen[m], i) at the copy stream m
+// read it from, for every stream that updates, and clips. Entries of one weight are distinct
+// copies, so no two streams write the same entry.
+template <typename T>
+void update_routed_edges(T* __restrict H, const int32_t* const* __restrict perm_all, const int* __restrict chosen,
+                         const int8_t* __restrict xi, T step, T clip, int M, int K, int n, int i0, int i1) {
+  const int64_t ld = int64_t(K) * n;
+  for (int m0 = 0; m0 < M; m0 += kStreamGroup) {
+    const int m1 = m0 + kStreamGroup < M ? m0 + kStreamGroup : M;
+    for (int i = i0; i < i1; ++i)
+      for (int m = m0; m < m1; ++m) {
+        const int k = chosen[m];
+        if (k < 0) continue;
+        T& h = H[perm_all[int64_t(k) * n + i][m] * ld + int64_t(k) * n + i];
+        h += step * T(xi[i]);
+        if (clip > T(0)) h = h > clip ? clip : (h < -clip ? -clip : h);
+      }
+  }
 }
 
 // Adds eta * y * xi to the weights (k, i) that stream m read, at their copies, and clips them.
 template <typename T>
-void update_routed(T* __restrict H, const int32_t* const* __restrict perm, bool per_entry, const int8_t* __restrict xi,
+void update_routed(T* __restrict H, const int32_t* __restrict perm, const int8_t* __restrict xi,
                    T step, T clip, int m, int K, int k, int n) {
   const int64_t ld = int64_t(K) * n;
   for (int i = 0; i < n; ++i) {
-    T& h = H[perm[per_entry ? i : 0][m] * ld + int64_t(k) * n + i];
+    T& h = H[int64_t(perm[m]) * ld + int64_t(k) * n + i];
     h += step * T(xi[i]);
     if (clip > T(0)) h = h > clip ? clip : (h < -clip ? -clip : h);
   }
@@ -74,15 +108,13 @@ Status epoch(const CommitteeEpochArgs& a) {
   auto row = [&](int64_t c, int k) { return H + (c * K + k) * int64_t(N); };  // copy c, unit k
 #pragma omp parallel if (int64_t(M) * K * N >= 4096)
   {
-  std::vector<T> tmp(size_t(g == Granularity::Edge ? N : 0));
+  constexpr int kEdgeBlock = 64;  // weights per work item of the edge loops
+  const int n_eblk = (N + kEdgeBlock - 1) / kEdgeBlock;
   for (int64_t t = 0; t < a.n_order; ++t) {
     const int64_t mu = a.order[t];
     const int8_t* xi = a.patterns + mu * N;
     const int y = a.labels[mu];
-#pragma omp for schedule(static)
-    for (int64_t b = 0; b < n_blk; ++b) {
-      const int k = g == Granularity::Layer ? 0 : g == Granularity::Unit ? int(b) : int(b / N);
-      const int i = g == Granularity::Edge ? int(b % N) : 0;
+    auto draw = [&](int64_t b, int k, int i) {
       const BlockKey key{r.seed, r.step, uint32_t(mu), 0u, uint32_t(k), uint32_t(i)};
       if (table) {
         perm_of[size_t(b)] = r.sampler.perms + int64_t(table_choice(r.sampler, key)) * M;
@@ -90,6 +122,14 @@ Status epoch(const CommitteeEpochArgs& a) {
         sample_permutation(r.sampler, key, perms.data() + b * M);
         perm_of[size_t(b)] = perms.data() + b * M;
       }
+    };
+    if (g == Granularity::Edge) {  // nested, so the block's (unit, weight) needs no division
+#pragma omp for schedule(static) collapse(2)
+      for (int k = 0; k < K; ++k)
+        for (int i = 0; i < N; ++i) draw(int64_t(k) * N + i, k, i);
+    } else {
+#pragma omp for schedule(static)
+      for (int64_t b = 0; b < n_blk; ++b) draw(b, g == Granularity::Layer ? 0 : int(b), 0);
     }
     // What every stream sees: layer and unit blocks read whole rows of one copy, edge blocks gather
     // entry i from copy perm[i][m].
@@ -101,9 +141,11 @@ Status epoch(const CommitteeEpochArgs& a) {
         }
     } else {
 #pragma omp for schedule(static) collapse(2)
-      for (int m = 0; m < M; ++m)
-        for (int k = 0; k < K; ++k)
-          signs_routed(H, perm_of.data() + int64_t(k) * N, tmp.data(), seen.data() + (int64_t(m) * K + k) * N, m, K, k, N);
+      for (int k = 0; k < K; ++k)
+        for (int eb = 0; eb < n_eblk; ++eb) {
+          const int i0 = eb * kEdgeBlock, i1 = i0 + kEdgeBlock < N ? i0 + kEdgeBlock : N;
+          signs_routed(H, perm_of.data() + int64_t(k) * N, seen.data(), M, K, k, N, i0, i1);
+        }
     }
 #pragma omp for schedule(static) collapse(2)
     for (int m = 0; m < M; ++m)
@@ -122,12 +164,20 @@ Status epoch(const CommitteeEpochArgs& a) {
       updates += chosen[size_t(m)] >= 0;
     }
     // Messages back to the copies they were read from: streams write disjoint entries.
+    if (g == Granularity::Edge) {
+#pragma omp for schedule(static)
+      for (int eb = 0; eb < n_eblk; ++eb) {
+        const int i0 = eb * kEdgeBlock, i1 = i0 + kEdgeBlock < N ? i0 + kEdgeBlock : N;
+        update_routed_edges(H, perm_of.data(), chosen.data(), xi, eta * T(y), clip, M, K, N, i0, i1);
+      }
+      continue;
+    }
 #pragma omp for schedule(static)
     for (int m = 0; m < M; ++m) {
       const int k = chosen[size_t(m)];
       if (k < 0) continue;
-      const int32_t* const* perm = perm_of.data() + (g == Granularity::Layer ? 0 : g == Granularity::Unit ? k : int64_t(k) * N);
-      update_routed(H, perm, g == Granularity::Edge, xi, eta * T(y), clip, m, K, k, N);
+      const int32_t* perm = perm_of[g == Granularity::Layer ? 0 : size_t(k)];
+      update_routed(H, perm, xi, eta * T(y), clip, m, K, k, N);
     }
   }
   }

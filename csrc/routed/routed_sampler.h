@@ -35,16 +35,20 @@ PCT_HD double block_uniform(const BlockKey& k, uint32_t draw) {
   return philox::routed_uniform(k.seed, k.step, k.example, k.layer, k.unit, k.weight, draw);
 }
 
-// Table sampler: the index of the permutation drawn (first k with u < cdf[k]).
+// Table sampler: the index of the permutation drawn (first k with u < cdf[k], at most K-1).
+// Branch-free (the comparison picks the half by a conditional move): u is uniform, so a branch on
+// it would mispredict half the time, at every routed block.
 PCT_HD int table_choice(const Sampler& s, const BlockKey& k) {
   const double u = block_uniform(k, 0);
-  int lo = 0, hi = s.K;  // upper bound: first cdf > u
-  while (lo < hi) {
-    const int mid = (lo + hi) >> 1;
-    if (s.cdf[mid] > u) hi = mid;
-    else lo = mid + 1;
+  const double* base = s.cdf;  // the answer lies in [base, base + n); everything before is <= u
+  int n = s.K;
+  while (n > 1) {
+    const int half = n >> 1;
+    base = base[half - 1] <= u ? base + half : base;
+    n -= half;
   }
-  return lo < s.K ? lo : s.K - 1;
+  const int idx = int(base - s.cdf) + (*base <= u ? 1 : 0);
+  return idx < s.K ? idx : s.K - 1;
 }
 
 PCT_HD void permanental_sample(const Sampler& s, const BlockKey& k, int32_t* perm) {
