@@ -102,8 +102,10 @@ struct Terms {
 // Terms of feature i for rows 0 .. n-1 (n a multiple of the vector length) from x's column xcol.
 // Uniform grids (every grid before an update_grid) are evaluated a vector of rows at a time: the
 // cell by truncation and the division-free triangle of bspline_local_uniform. Non-uniform grids,
-// and k = 1 derivatives (which jump at knots, so the cell must follow the stored knots exactly
-// rather than the rounded (x - t_0)/h), take the scalar path of bspline.h row by row.
+// and k = 1 (whose derivatives jump at knots, so the cell must follow the stored knots exactly
+// rather than the rounded (x - t_0)/h, in the forward too so that both directions agree and the
+// weight-gradient order does not depend on whether dx is wanted), take the scalar path of
+// bspline.h row by row.
 template <typename T, int K>
 void feature_terms(const Packed<T>& P, int i, const T* xcol, T* sig, int n, bool derivative, Terms<T, K> tm) {
   using S = Simd<T>;
@@ -118,11 +120,12 @@ void feature_terms(const Packed<T>& P, int i, const T* xcol, T* sig, int n, bool
     if (derivative) S::store(tm.dw + v, s * (one + x * (one - s)));
   }
   const T inv_h_s = P.inv_h[i];
-  if (inv_h_s == T(0) || (K == 1 && derivative)) {
+  if (inv_h_s == T(0) || K == 1) {
     const T* t = P.t(i);
     for (int r = 0; r < n; ++r) {
       T xs = xcol[r], dfac = T(1);
-      if (P.clamp) {
+      // Only finite x is clamped: NaN and +-Inf have no cell in either mode (the reference's rule).
+      if (P.clamp && xs - xs == T(0)) {
         const T lo = t[K], hi = t[P.n_knots - 1 - K];
         if (xs < lo) xs = lo, dfac = T(0);
         if (xs > hi) xs = hi, dfac = T(0);
@@ -149,10 +152,12 @@ void feature_terms(const Packed<T>& P, int i, const T* xcol, T* sig, int n, bool
     const V x = S::load(xcol + v);
     V xs = x, dfac = one;
     if (P.clamp) {
-      dfac = (x < lo) ? zero : dfac;
-      dfac = (x > hi) ? zero : dfac;
-      xs = (x < lo) ? lo : xs;
-      xs = (x > hi) ? hi : xs;
+      const auto finite = (x - x) == zero;  // NaN and +-Inf are not clamped: they have no cell
+      const auto below = finite & (x < lo), above = finite & (x > hi);
+      dfac = below ? zero : dfac;
+      dfac = above ? zero : dfac;
+      xs = below ? lo : xs;
+      xs = above ? hi : xs;
     }
     const V s = (xs - t0) * inv_h;
     const auto valid = (xs >= t0) & (xs < tl);  // false for NaN
@@ -630,6 +635,10 @@ void backward_tiles(const Packed<T>& P, const KanBackwardArgs& a, const Layout& 
           T* dst = dy_tile + r * P.po;
           for (int o = 0; o < P.out; ++o) dst[o] = src[o];
         }
+        // hsum_rows folds whole vectors of rows: the dot rows past the tile's end (never written
+        // by dx_feature, their sums dropped) are zeroed so that nothing reads uninitialised memory.
+        if (DX)
+          for (long e = long(rows) * VL; e < long(n_eval) * VL; ++e) dot[e] = T(0);
         transpose_tile(x, P.in, b0, rows, n_eval, f0, nf, xt);
         for (int i = f0; i < f0 + nf; ++i) {
             feature_terms<T, K>(P, i, xt + (i - f0) * kLd, sig, n_eval, DX, tm);

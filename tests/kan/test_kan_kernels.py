@@ -101,6 +101,41 @@ def test_nan_and_inf_inputs():
             assert np.isfinite(dx[[0, 4, 5]]).all()
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("k", (1, 3))
+def test_non_finite_inputs_in_clamp_mode(k, dtype):
+    """Clamp mode clamps finite x only: NaN and +-Inf have no cell, so they add nothing to the spline
+    weight gradients (a clamped Inf would add dy * B(grid edge) to them)."""
+    rng = np.random.default_rng(5)
+    grid, bw, sw, ss = make_layer(3, 17, 5, k, rng, dtype)
+    x = rng.uniform(-2, 2, (7, 3))
+    x[1, 0], x[2, 0], x[3, 1] = np.inf, -np.inf, np.nan
+    x = x.astype(dtype)
+    dy = rng.standard_normal((7, 17)).astype(dtype)
+    as64 = lambda a: a.astype(np.float64)
+    refs = ref.backward(as64(dy), as64(x), as64(grid), k, as64(bw), as64(sw), as64(ss), "clamp")
+    for isa in ISAS:
+        with cpu_isa(isa):
+            grads = K.kan_backward(dy, x, grid, k, bw, sw, ss, "clamp")
+            for name, g, g_ref in zip(("d_spline_weight", "d_spline_scaler"), grads[2:], refs[2:]):
+                assert_close(g, g_ref, dtype, f"[{isa}] {name} k={k} clamp, non-finite x")
+
+
+def test_order_1_weight_gradients_do_not_depend_on_dx():
+    # k = 1 finds cells from the stored knots whatever is computed, so asking for dx does not move
+    # a row near a knot (clamp mode puts every x below the range exactly on one) to another cell.
+    rng = np.random.default_rng(6)
+    grid, bw, sw, ss = make_layer(1, 16, 5, 1, rng, np.float32)
+    x = rng.uniform(-2.5, 2.5, (130, 1)).astype(np.float32)
+    dy = rng.standard_normal((130, 16)).astype(np.float32)
+    for isa in ISAS:
+        with cpu_isa(isa):
+            with_dx = K.kan_backward(dy, x, grid, 1, bw, sw, ss, "clamp")
+            without = K.kan_backward(dy, x, grid, 1, bw, sw, ss, "clamp", need_dx=False)
+            for a, b in zip(with_dx[1:], without[1:]):
+                np.testing.assert_array_equal(a, b, err_msg=f"[{isa}] k=1 weight gradients change with dx")
+
+
 def test_weight_gradients_bitwise_deterministic_across_threads():
     rng = np.random.default_rng(3)
     grid, bw, sw, ss = make_layer(40, 24, 10, 3, rng, np.float32)
