@@ -106,7 +106,7 @@ Status epoch(const CommitteeEpochArgs& a) {
   const T clip = T(a.h_max), eta = T(a.eta);
   int64_t updates = 0;
   auto row = [&](int64_t c, int k) { return H + (c * K + k) * int64_t(N); };  // copy c, unit k
-#pragma omp parallel if (int64_t(M) * K * N >= 4096)
+#pragma omp parallel if (int64_t(M) * K * N >= 4096 || (g == Granularity::Edge && n_blk >= 512))
   {
   constexpr int kEdgeBlock = 64;  // weights per work item of the edge loops
   const int n_eblk = (N + kEdgeBlock - 1) / kEdgeBlock;
