@@ -26,7 +26,6 @@
 #include <omp.h>
 #endif
 
-#include "common/activations.h"
 #include "common/bspline.h"
 
 namespace perceptrons {
@@ -44,7 +43,7 @@ constexpr int kVecRegs = 32;
 #else
 constexpr int kVecRegs = 16;
 #endif
-constexpr int kLd = cpu::kRowTilePadded;  // row stride of the per-feature term arrays
+constexpr int kLd = cpu::kMaxRowTile;  // row stride of the per-feature term arrays
 static_assert(kLd % cpu::kMaxVecLanes == 0, "term rows must be whole vectors");
 
 inline int thread_id() {
@@ -394,6 +393,23 @@ struct RowBuckets {
   }
 };
 
+// Rows rows[0 .. R-1] (stride po), NV vectors of each, to and from registers: a cell's k+1 weight or
+// weight-gradient rows in the cell-bucketed kernels below.
+template <typename T, int R, int NV>
+inline __attribute__((always_inline)) void load_rows(const T* rows, long po, typename Simd<T>::V (&out)[R][NV]) {
+#pragma GCC unroll 8
+  for (int q = 0; q < R; ++q)
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) out[q][v] = Simd<T>::load(rows + q * po + v * Simd<T>::L);
+}
+template <typename T, int R, int NV>
+inline __attribute__((always_inline)) void store_rows(T* rows, long po, const typename Simd<T>::V (&in)[R][NV]) {
+#pragma GCC unroll 8
+  for (int q = 0; q < R; ++q)
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) Simd<T>::store(rows + q * po + v * Simd<T>::L, in[q][v]);
+}
+
 // Output vectors per chunk of the cell-bucketed kernels: the cell's k+1 packed rows, the base row,
 // and one more row of vectors (accumulators or dy) in registers, with a few left over.
 template <int K>
@@ -417,11 +433,7 @@ void forward_feature(const T* __restrict Wi, long po, const Terms<T, K> tm, cons
     const int beg = bk.starts[c], end = bk.starts[c + 1];
     if (beg == end) continue;
     V wr[K + 1][NV];
-    const T* Wc = Wi + long(c) * po;
-#pragma GCC unroll 8
-    for (int q = 0; q <= K; ++q)
-#pragma GCC unroll 16
-      for (int v = 0; v < NV; ++v) wr[q][v] = S::load(Wc + q * po + v * VL);
+    load_rows<T, K + 1, NV>(Wi + long(c) * po, po, wr);
     for (int k = beg; k < end; ++k) {
       const int r = bk.order[k];
       T* a = opaque(acc + long(r) * po);
@@ -456,11 +468,7 @@ void dx_feature(const T* __restrict Wi, long po, const Terms<T, K> tm, const Row
     const int beg = bk.starts[c], end = bk.starts[c + 1];
     if (beg == end) continue;
     V wr[K + 1][NV];
-    const T* Wc = Wi + long(c) * po;
-#pragma GCC unroll 8
-    for (int q = 0; q <= K; ++q)
-#pragma GCC unroll 16
-      for (int v = 0; v < NV; ++v) wr[q][v] = S::load(Wc + q * po + v * VL);
+    load_rows<T, K + 1, NV>(Wi + long(c) * po, po, wr);
     for (int k = beg; k < end; ++k) {
       const int r = bk.order[k];
       const T* g = opaque(dy + long(r) * po);
@@ -498,10 +506,7 @@ void dw_feature(long po, const Terms<T, K> tm, const RowBuckets& bk, int n_bases
     if (beg == end) continue;
     V sr[K + 1][NV];
     T* Sc = slab + long(c) * po;
-#pragma GCC unroll 8
-    for (int q = 0; q <= K; ++q)
-#pragma GCC unroll 16
-      for (int v = 0; v < NV; ++v) sr[q][v] = S::load(Sc + q * po + v * VL);
+    load_rows<T, K + 1, NV>(Sc, po, sr);
     for (int k = beg; k < end; ++k) {
       const int r = bk.order[k];
       const T* g = opaque(dy + long(r) * po);
@@ -517,10 +522,7 @@ void dw_feature(long po, const Terms<T, K> tm, const RowBuckets& bk, int n_bases
         for (int q = 0; q <= K; ++q) sr[q][v] += gv * wq[q];
       }
     }
-#pragma GCC unroll 8
-    for (int q = 0; q <= K; ++q)
-#pragma GCC unroll 16
-      for (int v = 0; v < NV; ++v) S::store(Sc + q * po + v * VL, sr[q][v]);
+    store_rows<T, K + 1, NV>(Sc, po, sr);
   }
 #pragma GCC unroll 16
   for (int v = 0; v < NV; ++v) S::store(slab + v * VL, s0[v]);
@@ -530,7 +532,7 @@ template <typename T>
 RowBuckets buckets_view(const Layout& lay, T* mine, int n_bases) {
   RowBuckets bk;
   bk.order = reinterpret_cast<int*>(mine + lay.order);
-  bk.starts = bk.order + cpu::kRowTilePadded;
+  bk.starts = bk.order + cpu::kMaxRowTile;
   bk.hist_ld = int(pad(n_bases + 1));
   bk.hist = bk.starts + bk.hist_ld;
   return bk;

@@ -18,12 +18,12 @@ constexpr int64_t kSlabBudget = int64_t(1) << 20;
 // and each of its cells' weight rows once per tile and output chunk, shared by the tile's rows in
 // that cell; more rows per tile, more rows per cell. The forward's accumulators are read and written
 // in cell order, so its tile stays smaller (L2 latency on each of them otherwise); the backward only
-// reads its tile of dy. Measured on KANLinear(100, 100), G = 5 (bench/README.md): forward 64 / 128 /
-// 256 rows 17.4 / 16.9 / 17.6 ms, backward 33.9 / 31.0 / 29.7 ms (1 thread).
+// reads its tile of dy. Measured on KANLinear(100, 100), G = 5, 10,000 rows, 1 thread, on the 2-core
+// CI-like VM: forward 64 / 128 / 256 rows 17.4 / 16.9 / 17.6 ms, backward 33.9 / 31.0 / 29.7 ms.
 constexpr int kRowTileForward = 128;
 constexpr int kRowTileBackward = 256;
-// Row stride of the per-row buffers: the larger tile (a multiple of every vector length).
-constexpr int kRowTilePadded = kRowTileBackward > kRowTileForward ? kRowTileBackward : kRowTileForward;
+// The larger tile: the row stride of the per-row buffers (a multiple of every vector length).
+constexpr int kMaxRowTile = kRowTileBackward > kRowTileForward ? kRowTileBackward : kRowTileForward;
 constexpr int kMaxVecLanes = 16;  // widest vector, in elements (AVX-512 float)
 
 inline int64_t pad(int64_t n) { return (n + kPad - 1) / kPad * kPad; }
@@ -47,7 +47,7 @@ inline int padded_knots(const KanConfig& c) { return c.n_knots() + 2 * kMaxSplin
 // An edge's terms for every row of a tile, one feature at a time (rows contiguous): the first
 // spline row (an int in a T-sized slot), k+2 weights (silu, then the k+1 bases), and as many
 // derivatives d/dx.
-inline int64_t terms_numel(const KanConfig& c) { return int64_t(1 + 2 * (c.spline_order + 2)) * kRowTilePadded; }
+inline int64_t terms_numel(const KanConfig& c) { return int64_t(1 + 2 * (c.spline_order + 2)) * kMaxRowTile; }
 
 struct Layout {
   int64_t weights = 0;    // (in, packed_rows, pad(out))
@@ -60,16 +60,16 @@ struct Layout {
   int feature_block = 1;  // backward: input features a thread owns at a time
   int row_tile = 1;       // rows per tile (kRowTileForward or kRowTileBackward)
   // Offsets inside one thread's part:
-  int64_t tile = 0;    // (kRowTilePadded, pad(out)): forward accumulators / backward dy rows
-  int64_t xt = 0;      // (features, kRowTilePadded): the tile's x, transposed (forward: all
+  int64_t tile = 0;    // (row_tile, pad(out)): forward accumulators / backward dy rows
+  int64_t xt = 0;      // (features, kMaxRowTile): the tile's x, transposed (forward: all
                        // features, backward: a feature block)
-  int64_t sig = 0;     // (kRowTilePadded): its sigmoid
+  int64_t sig = 0;     // (kMaxRowTile): its sigmoid
   int64_t terms = 0;   // (terms_numel): its edge terms
-  int64_t order = 0;   // ints: (kRowTilePadded) the tile's rows sorted by cell, then
+  int64_t order = 0;   // ints: (kMaxRowTile) the tile's rows sorted by cell, then
                        //       (5 * pad(packed_rows + 1)) each cell's first index into them and
                        //       four histograms / cursors (kan_cpu_isa.cpp, RowBuckets)
-  int64_t dot = 0;     // (kRowTilePadded, kMaxVecLanes): backward's dx partial sums as vectors
-  int64_t dxt = 0;     // (feature_block, kRowTilePadded): backward's dx of the tile, transposed
+  int64_t dot = 0;     // (kMaxRowTile, kMaxVecLanes): backward's dx partial sums as vectors
+  int64_t dxt = 0;     // (feature_block, kMaxRowTile): backward's dx of the tile, transposed
   int64_t slabs = 0;   // (feature_block, packed_rows, pad(out)): backward's weight gradients
   int64_t total = 0;
 };
@@ -103,7 +103,7 @@ inline Layout make_layout(const KanConfig& c, int n_threads, bool backward) {
   L.n_threads = n_threads;
   L.threads_base = off;
   L.row_tile = backward ? kRowTileBackward : kRowTileForward;
-  const int64_t rows = kRowTilePadded;
+  const int64_t rows = kMaxRowTile;
   int64_t t = 0;
   L.tile = t;
   t += L.row_tile * po;

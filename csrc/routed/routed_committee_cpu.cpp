@@ -31,6 +31,13 @@ int32_t dot_pm1(const int8_t* __restrict a, const int8_t* __restrict b, int n) {
   return sum;
 }
 
+// h += delta, then clipped to [-clip, clip] when clip > 0: the rule's update of one hidden weight.
+template <typename T>
+inline void clipped_add(T& h, T delta, T clip) {
+  h += delta;
+  if (clip > T(0)) h = h > clip ? clip : (h < -clip ? -clip : h);
+}
+
 // Edge blocks are visited weight-major over groups of kStreamGroup streams: for one weight the
 // streams read distinct copies (perm[i] is a permutation), so a block of weights touches one line
 // of H per stream and 8 weights, where stream-major order jumps to a random copy's line (and page)
@@ -68,9 +75,7 @@ void update_routed_edges(T* __restrict H, const int32_t* const* __restrict perm_
       for (int m = m0; m < m1; ++m) {
         const int k = chosen[m];
         if (k < 0) continue;
-        T& h = H[perm_all[int64_t(k) * n + i][m] * ld + int64_t(k) * n + i];
-        h += step * T(xi[i]);
-        if (clip > T(0)) h = h > clip ? clip : (h < -clip ? -clip : h);
+        clipped_add(H[perm_all[int64_t(k) * n + i][m] * ld + int64_t(k) * n + i], step * T(xi[i]), clip);
       }
   }
 }
@@ -81,9 +86,7 @@ void update_routed(T* __restrict H, const int32_t* __restrict perm, const int8_t
                    T step, T clip, int m, int K, int k, int n) {
   const int64_t ld = int64_t(K) * n;
   for (int i = 0; i < n; ++i) {
-    T& h = H[int64_t(perm[m]) * ld + int64_t(k) * n + i];
-    h += step * T(xi[i]);
-    if (clip > T(0)) h = h > clip ? clip : (h < -clip ? -clip : h);
+    clipped_add(H[int64_t(perm[m]) * ld + int64_t(k) * n + i], step * T(xi[i]), clip);
   }
 }
 
