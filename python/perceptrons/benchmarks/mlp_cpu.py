@@ -220,10 +220,14 @@ def _record(case, threads, mode, flops, timed, errors, notes) -> dict:
 
 # ---- tables and targets -------------------------------------------------------------------------
 
+def _fmt_faults(f) -> str:
+    return "n/a" if f is None else f"{f:.0f}"
+
+
 def results_table(records: list) -> str:
     headers = ["threads", "mode", "widths", "batch", "ours ms", "ours samples/s", "ours GFLOP/s",
                "% peak/thread", "eager samples/s", "compile samples/s", "numpy samples/s",
-               "vs eager", "vs compile", "vs numpy", "load 1m", "other procs"]
+               "vs eager", "vs compile", "vs numpy", "page faults/call ours, eager", "load 1m", "other procs"]
     rows = []
     for r in records:
         im, sp = r["impls"], r["speedup_of_ours"]
@@ -232,6 +236,7 @@ def results_table(records: list) -> str:
                      f"{im['ours']['gflops']:.1f}", f"{100 * r['ours_peak_fraction_per_thread']:.0f}%"]
                     + [fmt_rate(im[k]["samples_per_s"]) if k in im else "n/a" for k in IMPLS[1:]]
                     + [fmt_ratio(sp[k]) if k in sp else "n/a" for k in IMPLS[1:]]
+                    + [", ".join(_fmt_faults(im.get(k, {}).get("minor_faults_per_call")) for k in ("ours", "eager"))]
                     + [f"{r['load_average'][0]:.2f}" if r["load_average"] else "n/a",
                        "n/a" if r["foreign_cpu_fraction"] is None else f"{100 * r['foreign_cpu_fraction']:.0f}%"])
     return markdown_table(headers, rows)

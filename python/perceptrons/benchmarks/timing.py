@@ -10,16 +10,25 @@ from __future__ import annotations
 import math
 import statistics
 import time
+
+try:  # POSIX only; without it the page-fault counts are None
+    import resource
+except ImportError:  # pragma: no cover
+    resource = None
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 
 @dataclass
 class Timing:
-    """Seconds per call of one candidate, one value per round."""
+    """Seconds per call of one candidate, one value per round, and the minor page faults per call
+    the process took during each round's sample (fresh memory the call touched for the first time:
+    on glibc, a large tensor freed and allocated again may or may not come back as new pages,
+    depending on malloc's dynamic mmap threshold, and each new page costs a fault)."""
     name: str
     calls_per_sample: int
     seconds: List[float] = field(default_factory=list)
+    minor_faults: List[Optional[float]] = field(default_factory=list)
 
     @property
     def median(self) -> float:
@@ -33,9 +42,15 @@ class Timing:
     def max(self) -> float:
         return max(self.seconds)
 
+    @property
+    def median_minor_faults(self) -> Optional[float]:
+        known = [f for f in self.minor_faults if f is not None]
+        return statistics.median(known) if known else None
+
     def as_dict(self) -> dict:
         return {"median_s": self.median, "min_s": self.min, "max_s": self.max,
-                "calls_per_sample": self.calls_per_sample, "samples_s": list(self.seconds)}
+                "calls_per_sample": self.calls_per_sample, "samples_s": list(self.seconds),
+                "minor_faults_per_call": self.median_minor_faults}
 
 
 @dataclass
@@ -76,15 +91,23 @@ class Comparison:
                 "speedup_of_reference": {k: self.speedup(k).as_dict() for k in self.timings if k != self.reference}}
 
 
-def _sample(fn: Callable[[], object], calls: int, sync: Optional[Callable[[], None]]) -> float:
+def _minor_faults() -> Optional[int]:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource else None
+
+
+def _sample(fn: Callable[[], object], calls: int, sync: Optional[Callable[[], None]]):
+    """(seconds per call, minor page faults per call or None)."""
     if sync:
         sync()
+    f0 = _minor_faults()
     t0 = time.perf_counter()
     for _ in range(calls):
         fn()
     if sync:
         sync()  # asynchronous devices: the clock stops when the work is done, not when it is queued
-    return (time.perf_counter() - t0) / calls
+    seconds = (time.perf_counter() - t0) / calls
+    f1 = _minor_faults()
+    return seconds, (None if f0 is None else (f1 - f0) / calls)
 
 
 def interleaved(candidates: Dict[str, Callable[[], object]], *, reference: Optional[str] = None,
@@ -114,7 +137,7 @@ def interleaved(candidates: Dict[str, Callable[[], object]], *, reference: Optio
         for n in names:
             candidates[n]()
     # Calibration: one timed call each (after warm-up) decides the repeat count per sample.
-    per_call = {n: _sample(candidates[n], 1, sync) for n in names}
+    per_call = {n: _sample(candidates[n], 1, sync)[0] for n in names}
     calls = {n: max(1, math.ceil(min_sample_s / max(per_call[n], 1e-9))) for n in names}
     round_s = sum(calls[n] * per_call[n] for n in names)
     rounds = int(min(max_rounds, max(min_rounds, budget_s // max(round_s, 1e-9))))
@@ -124,7 +147,9 @@ def interleaved(candidates: Dict[str, Callable[[], object]], *, reference: Optio
         # left behind (cache contents, a clock ramp), and no candidate should always pay it.
         order = names[r % len(names):] + names[:r % len(names)]
         for n in order:
-            timings[n].seconds.append(_sample(candidates[n], calls[n], sync))
+            seconds, faults = _sample(candidates[n], calls[n], sync)
+            timings[n].seconds.append(seconds)
+            timings[n].minor_faults.append(faults)
             if settle_s.get(n):
                 time.sleep(settle_s[n])
     return Comparison(reference, timings, rounds)
