@@ -285,9 +285,21 @@ void forward_impl(const MlpForwardArgs& args, const Layout& lay, void* ws_raw) {
 // Backward
 // ---------------------------------------------------------------------------------------------
 
+// The backward reads W as it is stored, (out, in), with rows padded to kPad. Where in is a multiple
+// of kPad the user's W already has that layout and is read in place: the copy would cost as much as
+// the arithmetic at small batches (a routed MLP runs one such call per stream and step).
 template <typename T>
-void pack_backward(const Net<T>& n, const Layout& lay, T* ws) {
+bool backward_reads_w_in_place(const Net<T>& n, int l) {
+  return n.w(l) % cpu::kPad == 0;
+}
+
+template <typename T>
+void pack_backward(const Net<T>& n, const Layout& lay, T* ws, const T* (&packed)[kMaxLayers]) {
   for (int l = 0; l < n.L; ++l) {
+    if (backward_reads_w_in_place(n, l)) {
+      packed[l] = n.W[l];
+      continue;
+    }
     const int wi = n.w(l), wo = n.w(l + 1);
     const long ldi = pad(wi);
     T* wp = ws + lay.packed_w[l];
@@ -295,11 +307,12 @@ void pack_backward(const Net<T>& n, const Layout& lay, T* ws) {
       for (int i = 0; i < wi; ++i) wp[o * ldi + i] = n.W[l][long(o) * wi + i];
       for (long i = wi; i < ldi; ++i) wp[o * ldi + i] = T(0);
     }
+    packed[l] = wp;
   }
 }
 
 template <typename T>
-void backward_tile(const Net<T>& n, const MlpBackwardArgs& args, const Layout& lay, const T* ws,
+void backward_tile(const Net<T>& n, const MlpBackwardArgs& args, const Layout& lay, const T* const* packed,
                    T* slot, int64_t r0, int rows, T* bufG, T* bufG2, T* bufH) {
   constexpr int VL = Simd<T>::L;
   const MlpConfig& c = *n.cfg;
@@ -393,7 +406,7 @@ void backward_tile(const Net<T>& n, const MlpBackwardArgs& args, const Layout& l
     T* dst = to_dx ? dx + r0 * wi : g2;
     const long ld_dst = to_dx ? wi : ldt;
     const int n_store = to_dx ? wi : (wi + VL - 1) / VL * VL;
-    gemm<T>(rows, wi, wo, g, ldt, 1, ws + lay.packed_w[l], pad(wi), dst, ld_dst, n_store, Init::Zero,
+    gemm<T>(rows, wi, wo, g, ldt, 1, packed[l], pad(wi), dst, ld_dst, n_store, Init::Zero,
             nullptr, Epi::Store, T(0));
     if (l == 0 && !to_dx)
       enc::encode_rows_backward(c.encoding, x + r0 * n_in, n_in, rows, g2, ldt, 1, dx + r0 * n_in);
@@ -413,9 +426,11 @@ void backward_impl(const MlpBackwardArgs& args, const Layout& lay, void* ws_raw)
   const Net<T> n = make_net<T>(args.cfg, args.params);
   const MlpConfig& c = args.cfg;
   T* ws = static_cast<T*>(ws_raw);
-  pack_backward(n, lay, ws);
+  const T* packed[kMaxLayers] = {};
+  pack_backward(n, lay, ws, packed);
   const int64_t tiles = cpu::n_tiles(args.batch);
   const int S = lay.slots;
+  T* const slot0 = ws + lay.slots_base;
 #pragma omp parallel num_threads(lay.n_threads) if (lay.n_threads > 1)
   {
     T* mine = ws + lay.threads_base + int64_t(thread_id()) * lay.per_thread;
@@ -424,38 +439,53 @@ void backward_impl(const MlpBackwardArgs& args, const Layout& lay, void* ws_raw)
     T* bufH = mine + 2 * kTileRows * lay.tile_ld;
 #pragma omp for schedule(static)
     for (int s = 0; s < S; ++s) {
-      T* slot = ws + lay.slots_base + int64_t(s) * lay.slot_elems;
+      T* slot = slot0 + int64_t(s) * lay.slot_elems;
       for (int64_t e = 0; e < lay.slot_elems; ++e) slot[e] = T(0);
       const int64_t t_begin = tiles * s / S, t_end = tiles * (s + 1) / S;
       for (int64_t t = t_begin; t < t_end; ++t) {
         const int64_t r0 = t * kTileRows;
         const int rows = int(args.batch - r0 < kTileRows ? args.batch - r0 : kTileRows);
-        backward_tile<T>(n, args, lay, ws, slot, r0, rows, bufG, bufG2, bufH);
+        backward_tile<T>(n, args, lay, packed, slot, r0, rows, bufG, bufG2, bufH);
       }
     }
-    // Sum the slots in slot order: deterministic whatever the thread count.
+    // Sum the slots into slot 0 in slot order, ((s0 + s1) + s2) + ..., a block of elements at a time
+    // (each element's adds are in the same order whatever the thread count: the same bits).
+    constexpr int64_t kBlock = 1024;
+    const int64_t n_blocks = (lay.slot_elems + kBlock - 1) / kBlock;
+    if (S > 1) {
+#pragma omp for schedule(static)
+      for (int64_t blk = 0; blk < n_blocks; ++blk) {
+        const int64_t e0 = blk * kBlock, e1 = e0 + kBlock < lay.slot_elems ? e0 + kBlock : lay.slot_elems;
+        for (int s = 1; s < S; ++s) {
+          const T* src = slot0 + int64_t(s) * lay.slot_elems;
+          for (int64_t e = e0; e < e1; ++e) slot0[e] += src[e];
+        }
+      }
+    }
+    // Then out of slot 0's padded (and for some layers transposed) layout into the caller's arrays.
     for (int l = 0; l < n.L; ++l) {
       const int wi = n.w(l), wo = n.w(l + 1);
-      const bool over_in = cpu::dw_vector_over_input(c, l);
       T* dW = static_cast<T*>(args.dweights[l]);
-      if (dW) {
+      if (dW && S == 0) {  // empty batch: no slots, zero gradients
 #pragma omp for schedule(static)
         for (int o = 0; o < wo; ++o)
-          for (int i = 0; i < wi; ++i) {
-            const int64_t off = lay.slot_w[l] + (over_in ? o * pad(wi) + i : i * pad(wo) + o);
-            T sum = T(0);
-            for (int s = 0; s < S; ++s) sum += ws[lay.slots_base + int64_t(s) * lay.slot_elems + off];
-            dW[int64_t(o) * wi + i] = sum;
-          }
+          for (int i = 0; i < wi; ++i) dW[int64_t(o) * wi + i] = T(0);
+      } else if (dW) {
+        const T* acc = slot0 + lay.slot_w[l];
+        if (cpu::dw_vector_over_input(c, l)) {  // acc is dW, rows padded
+#pragma omp for schedule(static)
+          for (int o = 0; o < wo; ++o)
+            for (int i = 0; i < wi; ++i) dW[int64_t(o) * wi + i] = acc[int64_t(o) * pad(wi) + i];
+        } else {  // acc is dW^T, rows padded
+#pragma omp for schedule(static)
+          for (int o = 0; o < wo; ++o)
+            for (int i = 0; i < wi; ++i) dW[int64_t(o) * wi + i] = acc[int64_t(i) * pad(wo) + o];
+        }
       }
       T* db = static_cast<T*>(args.dbiases[l]);
       if (db) {
 #pragma omp for schedule(static)
-        for (int o = 0; o < wo; ++o) {
-          T sum = T(0);
-          for (int s = 0; s < S; ++s) sum += ws[lay.slots_base + int64_t(s) * lay.slot_elems + lay.slot_b[l] + o];
-          db[o] = sum;
-        }
+        for (int o = 0; o < wo; ++o) db[o] = S == 0 ? T(0) : slot0[lay.slot_b[l] + o];
       }
     }
   }
