@@ -38,6 +38,64 @@ struct Simd {
   static inline __attribute__((always_inline)) V splat(T s) { return V{} + s; }
 };
 
+// Compile-time index lists for __builtin_shufflevector (hand-made: this header includes nothing).
+template <int... I>
+struct IndexList {};
+template <int N, int... I>
+struct MakeIndexList : MakeIndexList<N - 1, N - 1, I...> {};
+template <int... I>
+struct MakeIndexList<0, I...> {
+  using type = IndexList<I...>;
+};
+
+// Lanes 0..L/2-1 (Hi = false) or L/2..L-1 (Hi = true) of a and b, interleaved: a_j b_j a_j+1 b_j+1 ...
+template <bool Hi, typename V, int... I>
+inline __attribute__((always_inline)) V interleave(V a, V b, IndexList<I...>) {
+  constexpr int L = sizeof...(I);
+  return __builtin_shufflevector(a, b, ((I % 2 == 0 ? 0 : L) + (Hi ? L / 2 : 0) + I / 2)...);
+}
+
+// dst[c * ld_dst + r] = src[r * ld_src + c] for one L x L block (L = the vector length): log2(L)
+// rounds of L interleaves, each round pairing row k with row k + L/2 (after the last round row c
+// holds column c), instead of L * L scalar moves with a strided side. Weight packing transposes W
+// this way on every call; at small batches it cost as much as the layer itself done element-wise.
+template <typename T>
+inline void transpose_block(const T* src, long ld_src, T* dst, long ld_dst) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int L = S::L;
+  using Idx = typename MakeIndexList<L>::type;
+  V r[L], t[L];
+#pragma GCC unroll 16
+  for (int i = 0; i < L; ++i) r[i] = S::load(src + i * ld_src);
+#pragma GCC unroll 4
+  for (int round = 1; round < L; round *= 2) {
+#pragma GCC unroll 8
+    for (int k = 0; k < L / 2; ++k) {
+      t[2 * k] = interleave<false>(r[k], r[k + L / 2], Idx{});
+      t[2 * k + 1] = interleave<true>(r[k], r[k + L / 2], Idx{});
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < L; ++i) r[i] = t[i];
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < L; ++i) S::store(dst + i * ld_dst, r[i]);
+}
+
+// dst (cols x ld_dst, columns [rows, ld_dst) zeroed) = src^T, src (rows x cols) with row stride cols.
+template <typename T>
+void transpose_padded(const T* src, int rows, int cols, T* dst, long ld_dst) {
+  constexpr int L = Simd<T>::L;
+  const int rb = rows / L * L, cb = cols / L * L;  // the part covered by whole blocks
+  for (int r0 = 0; r0 < rb; r0 += L)
+    for (int c0 = 0; c0 < cb; c0 += L) transpose_block(src + long(r0) * cols + c0, cols, dst + long(c0) * ld_dst + r0, ld_dst);
+  for (int c = 0; c < cols; ++c) {
+    T* d = dst + long(c) * ld_dst;
+    for (int r = c < cb ? rb : 0; r < rows; ++r) d[r] = src[long(r) * cols + c];
+    for (long r = rows; r < ld_dst; ++r) d[r] = T(0);
+  }
+}
+
 // Sum of a vector's lanes by halving (a log2(L)-deep tree instead of an L-deep chain of adds).
 template <typename T>
 inline T hsum(typename Simd<T>::V v) {

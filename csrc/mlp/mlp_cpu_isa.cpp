@@ -170,11 +170,7 @@ void pack_forward(const Net<T>& n, const Layout& lay, T* ws) {
   for (int l = 0; l < n.L; ++l) {
     const int wi = n.w(l), wo = n.w(l + 1);
     const long ldo = pad(wo);
-    T* wt = ws + lay.packed_w[l];
-    for (int i = 0; i < wi; ++i) {
-      for (int o = 0; o < wo; ++o) wt[i * ldo + o] = n.W[l][long(o) * wi + i];
-      for (long o = wo; o < ldo; ++o) wt[i * ldo + o] = T(0);
-    }
+    transpose_padded(n.W[l], wo, wi, ws + lay.packed_w[l], ldo);
     T* bp = ws + lay.packed_b[l];
     for (int o = 0; o < wo; ++o) bp[o] = n.b[l] ? n.b[l][o] : T(0);
     for (long o = wo; o < ldo; ++o) bp[o] = T(0);

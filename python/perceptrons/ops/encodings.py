@@ -22,6 +22,7 @@ from torch import Tensor
 
 from .. import _C
 from ..kernels.encodings import EncodingSpec
+from .function_signature import cache_forward_signature
 from .transforms import in_functorch_transform
 
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
@@ -210,6 +211,7 @@ def _(dy, x, encoding):
     return torch.empty_like(x)
 
 
+@cache_forward_signature
 class EncodingFunction(torch.autograd.Function):
     """y = e(x) for x (batch, in) on the CPU; encoding: the spec's codes as a tuple of floats."""
 

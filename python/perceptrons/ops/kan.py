@@ -16,6 +16,7 @@ from torch import Tensor
 
 from .. import _C
 from ..kernels.kan import MODES
+from .function_signature import cache_forward_signature
 from .transforms import forward_mode_active
 
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
@@ -144,6 +145,7 @@ def composite_backward(dy, x, grid, base_weight, spline_weight, spline_scaler, s
     return dx, d_base_weight, d_spline_weight, d_spline_scaler
 
 
+@cache_forward_signature
 class KANFunction(torch.autograd.Function):
     @staticmethod
     def forward(x, grid, base_weight, spline_weight, spline_scaler, spline_order, mode):

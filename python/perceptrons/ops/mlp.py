@@ -34,6 +34,7 @@ from ..kernels import MLPSpec
 from ..kernels.encodings import EncodingSpec
 from .encodings import check_input as _check_encoding_input
 from .encodings import composite_encode, composite_encode_backward, encode, spec_of
+from .function_signature import cache_forward_signature
 from .transforms import forward_mode_active
 
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
@@ -325,6 +326,7 @@ def composite_backward(dy, x, weights, biases, activation, activation_param, out
 
 # ---- autograd -----------------------------------------------------------------------------------
 
+@cache_forward_signature
 class FusedMLPFunction(torch.autograd.Function):
     """y = MLP(e(x)); inputs: x (batch, in), config, the encoding's codes (a tuple, () for none), then n
     weights and n biases (empty = no bias)."""

@@ -22,6 +22,7 @@ from torch import Tensor
 from .. import _C
 from ..kernels import MLPSpec
 from ..routing import GRANULARITIES, Routing
+from .function_signature import cache_forward_signature
 from .mlp import _DTYPE_CODES, _act_torch, _cached_spec, _ptr
 
 def routing_ints(routing: Routing, step: int, batch_id: int) -> List[int]:
@@ -153,6 +154,7 @@ def composite_routed_forward(x: Tensor, weights: Sequence[Tensor], biases: Seque
 
 # ---- autograd -----------------------------------------------------------------------------------
 
+@cache_forward_signature
 class RoutedMLPFunction(torch.autograd.Function):
     """y = routed MLP(x); inputs: x, the routing (ints, tables, example ids, and the Routing object for
     the composite path), the activation config, n, then n weights and n or 0 biases."""
