@@ -22,17 +22,22 @@ struct WorkspaceCache {
   ~WorkspaceCache() { std::free(ptr); }
 };
 
-inline WorkspaceCache& workspace_cache() {
-  static thread_local WorkspaceCache cache;
-  return cache;
+// Cache slots per thread: slot 0 for the kernels; slot 1 for a kernel that calls other kernels (the
+// routed MLP runs the fused MLP per stream) and keeps buffers of its own across those calls.
+constexpr int kWorkspaceSlots = 2;
+constexpr int kOuterWorkspaceSlot = 1;
+
+inline WorkspaceCache& workspace_cache(int slot) {
+  static thread_local WorkspaceCache cache[kWorkspaceSlots];
+  return cache[slot];
 }
 
-// Not reentrant on one thread: a kernel holds its workspace until it returns, and kernels do not
-// call each other.
+// Not reentrant on one thread and slot: a kernel holds its workspace until it returns; a kernel
+// that calls other kernels takes kOuterWorkspaceSlot for its own buffers.
 struct Workspace {
   void* ptr = nullptr;
   bool owned = false;
-  explicit Workspace(size_t bytes) {
+  explicit Workspace(size_t bytes, int slot = 0) {
     bytes = (bytes + 63) / 64 * 64;
     if (!bytes) return;
     if (bytes > kCachedWorkspaceBytes) {
@@ -40,7 +45,7 @@ struct Workspace {
       owned = true;
       return;
     }
-    WorkspaceCache& c = workspace_cache();
+    WorkspaceCache& c = workspace_cache(slot);
     if (c.bytes < bytes) {
       std::free(c.ptr);
       c.ptr = std::aligned_alloc(64, bytes);

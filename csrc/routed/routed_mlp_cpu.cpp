@@ -73,15 +73,24 @@ void gather_stream(const MlpConfig& c, const OwnerMap& own, Granularity g, int m
 // Sends stream m's routed gradient `g` back to the copies it was read from: dst = g (Add = false) or
 // dst += g (Add = true).
 template <bool Add, typename T>
-void scatter_stream(const MlpConfig& c, const OwnerMap& own, int m, const T* g, const StreamLayout& L,
-                    const Copies<T>& dst) {
+void scatter_stream(const MlpConfig& c, const OwnerMap& own, Granularity gran, int m, const T* g,
+                    const StreamLayout& L, const Copies<T>& dst) {
   for (int l = 0; l < c.n_layers; ++l) {
     const int out = c.widths[l + 1], in = c.widths[l];
     for (int j = 0; j < out; ++j) {
       const T* gr = g + L.w[l] + int64_t(j) * in;
-      for (int i = 0; i < in; ++i) {
-        T& d = dst.w[l][(int64_t(own.owner(l, j, i, m)) * out + j) * in + i];
-        d = Add ? d + gr[i] : gr[i];
+      if (gran == Granularity::Unit) {  // the whole row has one owner: no per-entry lookup
+        T* d = dst.w[l] + (int64_t(own.owner(l, j, 0, m)) * out + j) * in;
+        if (Add) {
+          for (int i = 0; i < in; ++i) d[i] += gr[i];
+        } else {
+          std::memcpy(d, gr, sizeof(T) * in);
+        }
+      } else {
+        for (int i = 0; i < in; ++i) {
+          T& d = dst.w[l][(int64_t(own.owner(l, j, i, m)) * out + j) * in + i];
+          d = Add ? d + gr[i] : gr[i];
+        }
       }
       if (dst.b[l]) {
         T& d = dst.b[l][int64_t(own.owner(l, j, in, m)) * out + j];
@@ -171,9 +180,10 @@ Status forward(const RoutedMlpForwardArgs& a) {
   if (!r.per_example) {
     OwnerMap own(c, r);
     own.fill(r.batch_id, true);
-    std::vector<T> gathered(g == Granularity::Layer ? 0 : size_t(r.M) * L.total);
+    // Every stream's gathered model; fully written before it is read (cached: no page faults per call).
+    Workspace gathered(g == Granularity::Layer ? 0 : size_t(r.M) * L.total * sizeof(T), kOuterWorkspaceSlot);
     return for_streams(r.M, a.batch, [&](int m) {
-      T* mine = gathered.data() + int64_t(m) * L.total;
+      T* mine = static_cast<T*>(gathered.ptr) + int64_t(m) * L.total;
       if (g != Granularity::Layer) gather_stream(c, own, g, m, src, L, mine);
       return mlp::mlp_forward_cpu(stream_forward_args<T>(a, m, 0, a.batch, stream_params(c, own, g, m, src, L, mine)));
     });
@@ -248,10 +258,11 @@ Status backward_per_batch(const RoutedMlpBackwardArgs& a) {
   OwnerMap own(c, r);
   own.fill(r.batch_id, true);
   const bool direct = g == Granularity::Layer;  // gradients straight into the owner copy
-  std::vector<T> gathered(direct ? 0 : size_t(r.M) * L.total), grads(direct ? 0 : size_t(r.M) * L.total);
+  // Every stream's gathered model, then its routed gradient; both fully written before they are read.
+  Workspace buffers(direct ? 0 : 2 * size_t(r.M) * L.total * sizeof(T), kOuterWorkspaceSlot);
   return for_streams(r.M, a.batch, [&](int m) {
-    T* mine = gathered.data() + int64_t(m) * L.total;
-    T* dmine = grads.data() + int64_t(m) * L.total;
+    T* mine = static_cast<T*>(buffers.ptr) + int64_t(m) * L.total;
+    T* dmine = static_cast<T*>(buffers.ptr) + (int64_t(r.M) + m) * L.total;
     if (!direct) gather_stream(c, own, g, m, src, L, mine);
     mlp::MlpBackwardArgs b = stream_backward_args<T>(a, m, 0, a.batch, stream_params(c, own, g, m, src, L, mine));
     for (int l = 0; l < c.n_layers; ++l) {
@@ -260,7 +271,7 @@ Status backward_per_batch(const RoutedMlpBackwardArgs& a) {
       b.dbiases[l] = !dst.b[l] ? nullptr : direct ? dst.b[l] + owner * out : dmine + L.b[l];
     }
     Status s = mlp::mlp_backward_cpu(b);
-    if (s == Status::Ok && !direct) scatter_stream<false>(c, own, m, dmine, L, dst);
+    if (s == Status::Ok && !direct) scatter_stream<false>(c, own, g, m, dmine, L, dst);
     return s;
   });
 }
@@ -306,7 +317,7 @@ Status backward_per_example(const RoutedMlpBackwardArgs& a) {
           }
           st[size_t(s)] = mlp::mlp_backward_cpu(b);
           if (st[size_t(s)] != Status::Ok) break;
-          scatter_stream<true>(c, own, m, dmine.data(), L, acc);
+          scatter_stream<true>(c, own, g, m, dmine.data(), L, acc);
         }
       }
     }
