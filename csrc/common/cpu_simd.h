@@ -82,17 +82,17 @@ inline void transpose_block(const T* src, long ld_src, T* dst, long ld_dst) {
   for (int i = 0; i < L; ++i) S::store(dst + i * ld_dst, r[i]);
 }
 
-// dst (cols x ld_dst, columns [rows, ld_dst) zeroed) = src^T, src (rows x cols) with row stride cols.
+// dst[c * ld_dst + r] = src[r * ld_src + c] for r < rows, c < cols: whole L x L blocks in registers,
+// the edges element by element.
 template <typename T>
-void transpose_padded(const T* src, int rows, int cols, T* dst, long ld_dst) {
+void transpose(const T* src, long ld_src, int rows, int cols, T* dst, long ld_dst) {
   constexpr int L = Simd<T>::L;
   const int rb = rows / L * L, cb = cols / L * L;  // the part covered by whole blocks
   for (int r0 = 0; r0 < rb; r0 += L)
-    for (int c0 = 0; c0 < cb; c0 += L) transpose_block(src + long(r0) * cols + c0, cols, dst + long(c0) * ld_dst + r0, ld_dst);
+    for (int c0 = 0; c0 < cb; c0 += L) transpose_block(src + r0 * ld_src + c0, ld_src, dst + c0 * ld_dst + r0, ld_dst);
   for (int c = 0; c < cols; ++c) {
-    T* d = dst + long(c) * ld_dst;
-    for (int r = c < cb ? rb : 0; r < rows; ++r) d[r] = src[long(r) * cols + c];
-    for (long r = rows; r < ld_dst; ++r) d[r] = T(0);
+    T* d = dst + c * ld_dst;
+    for (int r = c < cb ? rb : 0; r < rows; ++r) d[r] = src[r * ld_src + c];
   }
 }
 

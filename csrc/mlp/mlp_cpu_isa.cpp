@@ -170,7 +170,10 @@ void pack_forward(const Net<T>& n, const Layout& lay, T* ws) {
   for (int l = 0; l < n.L; ++l) {
     const int wi = n.w(l), wo = n.w(l + 1);
     const long ldo = pad(wo);
-    transpose_padded(n.W[l], wo, wi, ws + lay.packed_w[l], ldo);
+    T* wt = ws + lay.packed_w[l];
+    transpose(n.W[l], wi, wo, wi, wt, ldo);
+    for (int i = 0; i < wi; ++i)
+      for (long o = wo; o < ldo; ++o) wt[i * ldo + o] = T(0);
     T* bp = ws + lay.packed_b[l];
     for (int o = 0; o < wo; ++o) bp[o] = n.b[l] ? n.b[l][o] : T(0);
     for (long o = wo; o < ldo; ++o) bp[o] = T(0);
@@ -473,9 +476,8 @@ void backward_impl(const MlpBackwardArgs& args, const Layout& lay, void* ws_raw)
           for (int o = 0; o < wo; ++o)
             for (int i = 0; i < wi; ++i) dW[int64_t(o) * wi + i] = acc[int64_t(o) * pad(wi) + i];
         } else {  // acc is dW^T, rows padded
-#pragma omp for schedule(static)
-          for (int o = 0; o < wo; ++o)
-            for (int i = 0; i < wi; ++i) dW[int64_t(o) * wi + i] = acc[int64_t(i) * pad(wo) + o];
+#pragma omp single
+          transpose(acc, pad(wo), wi, wo, dW, wi);
         }
       }
       T* db = static_cast<T*>(args.dbiases[l]);

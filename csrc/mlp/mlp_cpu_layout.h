@@ -22,10 +22,15 @@ inline int n_slots(int64_t batch) {
   return int(t < kMaxSlots ? t : kMaxSlots);
 }
 
-// The weight-gradient GEMM puts the SIMD lanes on the longer side of W. The layer input is a padded
-// tile only for l >= 1 (layer 0 reads the user's x, whose rows are not padded, or its encoding).
+// The weight-gradient GEMM puts the SIMD lanes on the longer side of W, and on the input side when
+// both are as long: it then accumulates dW itself, whose rows go out as they are, where the other
+// orientation accumulates dW^T and needs a transpose at the end (at small batches, as costly as a
+// good part of the arithmetic). Lanes over the input need the layer input's rows readable in whole
+// vectors: padded tiles for l >= 1; the user's x (layer 0) only when its width is a multiple of
+// kPad, and not when an encoding feeds layer 0 (its tile is column-major).
 inline bool dw_vector_over_input(const MlpConfig& c, int l) {
-  return l >= 1 && c.widths[l] > c.widths[l + 1];
+  const bool rows_in_vectors = l >= 1 || (!has_encoding(c) && c.widths[0] % kPad == 0);
+  return rows_in_vectors && c.widths[l] >= c.widths[l + 1];
 }
 
 struct Layout {
