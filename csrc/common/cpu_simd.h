@@ -55,19 +55,21 @@ inline __attribute__((always_inline)) V interleave(V a, V b, IndexList<I...>) {
   return __builtin_shufflevector(a, b, ((I % 2 == 0 ? 0 : L) + (Hi ? L / 2 : 0) + I / 2)...);
 }
 
-// dst[c * ld_dst + r] = src[r * ld_src + c] for one L x L block (L = the vector length): log2(L)
-// rounds of L interleaves, each round pairing row k with row k + L/2 (after the last round row c
-// holds column c), instead of L * L scalar moves with a strided side. Weight packing transposes W
-// this way on every call; at small batches it cost as much as the layer itself done element-wise.
-template <typename T>
-inline void transpose_block(const T* src, long ld_src, T* dst, long ld_dst) {
+// Transposes one L x L block (L = the vector length): row c of the result goes to dst_row(c0 + c)
+// + r0 and holds src_row(r0 + r)[c0 + c] for r < L. log2(L) rounds of L interleaves, each round
+// pairing row k with row k + L/2 (after the last round row c holds column c), instead of L * L
+// scalar moves with a strided side: weight packing transposes W this way on every call, and at small
+// batches the element-wise transpose cost as much as the layer's arithmetic. Rows are given by
+// functions (row index -> pointer) so that a routed model's rows can come from different copies.
+template <typename T, typename SrcRow, typename DstRow>
+inline void transpose_block(SrcRow src_row, DstRow dst_row, int r0, int c0) {
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int L = S::L;
   using Idx = typename MakeIndexList<L>::type;
   V r[L], t[L];
 #pragma GCC unroll 16
-  for (int i = 0; i < L; ++i) r[i] = S::load(src + i * ld_src);
+  for (int i = 0; i < L; ++i) r[i] = S::load(src_row(r0 + i) + c0);
 #pragma GCC unroll 4
   for (int round = 1; round < L; round *= 2) {
 #pragma GCC unroll 8
@@ -79,21 +81,27 @@ inline void transpose_block(const T* src, long ld_src, T* dst, long ld_dst) {
     for (int i = 0; i < L; ++i) r[i] = t[i];
   }
 #pragma GCC unroll 16
-  for (int i = 0; i < L; ++i) S::store(dst + i * ld_dst, r[i]);
+  for (int i = 0; i < L; ++i) S::store(dst_row(c0 + i) + r0, r[i]);
 }
 
-// dst[c * ld_dst + r] = src[r * ld_src + c] for r < rows, c < cols: whole L x L blocks in registers,
-// the edges element by element.
-template <typename T>
-void transpose(const T* src, long ld_src, int rows, int cols, T* dst, long ld_dst) {
+// dst_row(c)[r] = src_row(r)[c] for r < rows, c < cols: whole L x L blocks in registers, the edges
+// element by element.
+template <typename T, typename SrcRow, typename DstRow>
+void transpose_rows(SrcRow src_row, DstRow dst_row, int rows, int cols) {
   constexpr int L = Simd<T>::L;
   const int rb = rows / L * L, cb = cols / L * L;  // the part covered by whole blocks
   for (int r0 = 0; r0 < rb; r0 += L)
-    for (int c0 = 0; c0 < cb; c0 += L) transpose_block(src + r0 * ld_src + c0, ld_src, dst + c0 * ld_dst + r0, ld_dst);
+    for (int c0 = 0; c0 < cb; c0 += L) transpose_block<T>(src_row, dst_row, r0, c0);
   for (int c = 0; c < cols; ++c) {
-    T* d = dst + c * ld_dst;
-    for (int r = c < cb ? rb : 0; r < rows; ++r) d[r] = src[r * ld_src + c];
+    T* d = dst_row(c);
+    for (int r = c < cb ? rb : 0; r < rows; ++r) d[r] = src_row(r)[c];
   }
+}
+
+// dst[c * ld_dst + r] = src[r * ld_src + c] for r < rows, c < cols.
+template <typename T>
+void transpose(const T* src, long ld_src, int rows, int cols, T* dst, long ld_dst) {
+  transpose_rows<T>([=](int r) { return src + r * ld_src; }, [=](int c) { return dst + c * ld_dst; }, rows, cols);
 }
 
 // Sum of a vector's lanes by halving (a log2(L)-deep tree instead of an L-deep chain of adds).

@@ -137,12 +137,14 @@ struct Net {
   const MlpConfig* cfg;
   int L;
   const T* W[kMaxLayers];
+  const T* const* W_rows[kMaxLayers];  // null: W[l] is contiguous
   const T* b[kMaxLayers];
   Activation act, out_act;
   T p, out_p;
   Activation layer_act(int l) const { return l == L - 1 ? out_act : act; }
   T layer_p(int l) const { return l == L - 1 ? out_p : p; }
   int w(int l) const { return cfg->widths[l]; }
+  const T* w_row(int l, int o) const { return W_rows[l] ? W_rows[l][o] : W[l] + long(o) * w(l); }
 };
 
 template <typename T>
@@ -152,6 +154,7 @@ Net<T> make_net(const MlpConfig& c, const MlpParams& prm) {
   n.L = c.n_layers;
   for (int l = 0; l < c.n_layers; ++l) {
     n.W[l] = static_cast<const T*>(prm.weights[l]);
+    n.W_rows[l] = reinterpret_cast<const T* const*>(prm.weight_rows[l]);
     n.b[l] = static_cast<const T*>(prm.biases[l]);
   }
   n.act = c.activation;
@@ -171,7 +174,7 @@ void pack_forward(const Net<T>& n, const Layout& lay, T* ws) {
     const int wi = n.w(l), wo = n.w(l + 1);
     const long ldo = pad(wo);
     T* wt = ws + lay.packed_w[l];
-    transpose(n.W[l], wi, wo, wi, wt, ldo);
+    transpose_rows<T>([&](int o) { return n.w_row(l, o); }, [=](int i) { return wt + i * ldo; }, wo, wi);
     for (int i = 0; i < wi; ++i)
       for (long o = wo; o < ldo; ++o) wt[i * ldo + o] = T(0);
     T* bp = ws + lay.packed_b[l];
@@ -289,7 +292,7 @@ void forward_impl(const MlpForwardArgs& args, const Layout& lay, void* ws_raw) {
 // the arithmetic at small batches (a routed MLP runs one such call per stream and step).
 template <typename T>
 bool backward_reads_w_in_place(const Net<T>& n, int l) {
-  return n.w(l) % cpu::kPad == 0;
+  return n.w(l) % cpu::kPad == 0 && !n.W_rows[l];
 }
 
 template <typename T>
@@ -303,7 +306,8 @@ void pack_backward(const Net<T>& n, const Layout& lay, T* ws, const T* (&packed)
     const long ldi = pad(wi);
     T* wp = ws + lay.packed_w[l];
     for (int o = 0; o < wo; ++o) {
-      for (int i = 0; i < wi; ++i) wp[o * ldi + i] = n.W[l][long(o) * wi + i];
+      const T* row = n.w_row(l, o);
+      for (int i = 0; i < wi; ++i) wp[o * ldi + i] = row[i];
       for (long i = wi; i < ldi; ++i) wp[o * ldi + i] = T(0);
     }
     packed[l] = wp;
@@ -465,19 +469,23 @@ void backward_impl(const MlpBackwardArgs& args, const Layout& lay, void* ws_raw)
     for (int l = 0; l < n.L; ++l) {
       const int wi = n.w(l), wo = n.w(l + 1);
       T* dW = static_cast<T*>(args.dweights[l]);
+      T* const* dW_rows = reinterpret_cast<T* const*>(args.dweight_rows[l]);
+      auto dw_row = [=](int o) { return dW_rows ? dW_rows[o] : dW + int64_t(o) * wi; };
       if (dW && S == 0) {  // empty batch: no slots, zero gradients
 #pragma omp for schedule(static)
         for (int o = 0; o < wo; ++o)
-          for (int i = 0; i < wi; ++i) dW[int64_t(o) * wi + i] = T(0);
+          for (int i = 0; i < wi; ++i) dw_row(o)[i] = T(0);
       } else if (dW) {
         const T* acc = slot0 + lay.slot_w[l];
         if (cpu::dw_vector_over_input(c, l)) {  // acc is dW, rows padded
 #pragma omp for schedule(static)
-          for (int o = 0; o < wo; ++o)
-            for (int i = 0; i < wi; ++i) dW[int64_t(o) * wi + i] = acc[int64_t(o) * pad(wi) + i];
+          for (int o = 0; o < wo; ++o) {
+            T* d = dw_row(o);
+            for (int i = 0; i < wi; ++i) d[i] = acc[int64_t(o) * pad(wi) + i];
+          }
         } else {  // acc is dW^T, rows padded
 #pragma omp single
-          transpose(acc, pad(wo), wi, wo, dW, wi);
+          transpose_rows<T>([=](int i) { return acc + int64_t(i) * pad(wo); }, dw_row, wi, wo);
         }
       }
       T* db = static_cast<T*>(args.dbiases[l]);

@@ -119,6 +119,51 @@ mlp::MlpParams stream_params(const MlpConfig& c, const OwnerMap& own, Granularit
   return p;
 }
 
+// Unit granularity without copying weights: stream m's rows of W_l are rows of the copies, listed in a
+// table the fused kernel reads them through (MlpParams::weight_rows); the kernel's weight packing is
+// the only pass over them. Biases (one entry per row) are gathered into a small buffer.
+struct UnitLayout {
+  int64_t row[mlp::kMaxLayers] = {}, bias[mlp::kMaxLayers] = {}, rows = 0, biases = 0;
+};
+
+UnitLayout unit_layout(const MlpConfig& c) {
+  UnitLayout U;
+  for (int l = 0; l < c.n_layers; ++l) {
+    U.row[l] = U.rows;
+    U.bias[l] = U.biases;
+    U.rows += c.widths[l + 1];
+    U.biases += c.widths[l + 1];
+  }
+  return U;
+}
+
+// Stream m's unit-routed rows: pointers to the copies' rows it reads (weights) or writes (their
+// gradients).
+template <typename P>
+void unit_rows(const MlpConfig& c, const OwnerMap& own, int m, P* const* copies_w, const UnitLayout& U, P** rows) {
+  for (int l = 0; l < c.n_layers; ++l) {
+    const int out = c.widths[l + 1], in = c.widths[l];
+    for (int j = 0; j < out; ++j) rows[U.row[l] + j] = copies_w[l] + (int64_t(own.owner(l, j, 0, m)) * out + j) * in;
+  }
+}
+
+template <typename T>
+mlp::MlpParams unit_stream_params(const MlpConfig& c, const OwnerMap& own, int m, const Copies<const T>& src,
+                                  const UnitLayout& U, const T** rows, T* biases) {
+  unit_rows<const T>(c, own, m, src.w, U, rows);
+  mlp::MlpParams p;
+  for (int l = 0; l < c.n_layers; ++l) {
+    const int out = c.widths[l + 1];
+    p.weights[l] = src.w[l];
+    p.weight_rows[l] = reinterpret_cast<const void* const*>(rows + U.row[l]);
+    if (src.b[l]) {
+      for (int j = 0; j < out; ++j) biases[U.bias[l] + j] = src.b[l][int64_t(own.owner(l, j, 0, m)) * out + j];
+      p.biases[l] = biases + U.bias[l];
+    }
+  }
+  return p;
+}
+
 template <typename T, typename Args>
 Copies<const T> param_copies(const Args& a) {
   Copies<const T> c;
@@ -180,6 +225,16 @@ Status forward(const RoutedMlpForwardArgs& a) {
   if (!r.per_example) {
     OwnerMap own(c, r);
     own.fill(r.batch_id, true);
+    if (g == Granularity::Unit) {
+      const UnitLayout U = unit_layout(c);
+      std::vector<const T*> rows(size_t(r.M) * U.rows);
+      std::vector<T> biases(size_t(r.M) * U.biases);
+      return for_streams(r.M, a.batch, [&](int m) {
+        const mlp::MlpParams p = unit_stream_params(c, own, m, src, U, rows.data() + int64_t(m) * U.rows,
+                                                    biases.data() + int64_t(m) * U.biases);
+        return mlp::mlp_forward_cpu(stream_forward_args<T>(a, m, 0, a.batch, p));
+      });
+    }
     // Every stream's gathered model; fully written before it is read (cached: no page faults per call).
     Workspace gathered(g == Granularity::Layer ? 0 : size_t(r.M) * L.total * sizeof(T), kOuterWorkspaceSlot);
     return for_streams(r.M, a.batch, [&](int m) {
@@ -257,6 +312,36 @@ Status backward_per_batch(const RoutedMlpBackwardArgs& a) {
   const Copies<T> dst = grad_copies<T>(a);
   OwnerMap own(c, r);
   own.fill(r.batch_id, true);
+  if (g == Granularity::Unit) {
+    // Rows read from and their gradients written straight to the owner copies' rows (a block's
+    // permutation is a bijection: no two streams write the same row); bias gradients go through a
+    // small per-stream buffer.
+    const UnitLayout U = unit_layout(c);
+    std::vector<const T*> rows(size_t(r.M) * U.rows);
+    std::vector<T*> drows(size_t(r.M) * U.rows);
+    std::vector<T> biases(size_t(r.M) * U.biases), dbiases(size_t(r.M) * U.biases);
+    T* const* dst_w = dst.w;
+    return for_streams(r.M, a.batch, [&](int m) {
+      const int64_t ro = int64_t(m) * U.rows, bo = int64_t(m) * U.biases;
+      mlp::MlpBackwardArgs b = stream_backward_args<T>(
+          a, m, 0, a.batch, unit_stream_params(c, own, m, src, U, rows.data() + ro, biases.data() + bo));
+      unit_rows<T>(c, own, m, dst_w, U, drows.data() + ro);
+      for (int l = 0; l < c.n_layers; ++l) {
+        b.dweights[l] = dst.w[l];
+        b.dweight_rows[l] = reinterpret_cast<void* const*>(drows.data() + ro + U.row[l]);
+        b.dbiases[l] = dst.b[l] ? dbiases.data() + bo + U.bias[l] : nullptr;
+      }
+      const Status st = mlp::mlp_backward_cpu(b);
+      if (st != Status::Ok) return st;
+      for (int l = 0; l < c.n_layers; ++l) {
+        if (!dst.b[l]) continue;
+        const int out = c.widths[l + 1];
+        for (int j = 0; j < out; ++j)
+          dst.b[l][int64_t(own.owner(l, j, 0, m)) * out + j] = dbiases[size_t(bo + U.bias[l] + j)];
+      }
+      return Status::Ok;
+    });
+  }
   const bool direct = g == Granularity::Layer;  // gradients straight into the owner copy
   // Every stream's gathered model, then its routed gradient; both fully written before they are read.
   Workspace buffers(direct ? 0 : 2 * size_t(r.M) * L.total * sizeof(T), kOuterWorkspaceSlot);
