@@ -1,6 +1,8 @@
 // Routed MLP on the CPU. Every stream runs the fused MLP kernel (mlp_cpu.cpp) on its routed model:
 // at layer granularity the routed model is a table of pointers into the copies (nothing is copied);
-// at unit and edge granularity its weights are gathered into a scratch model first. Gradients go
+// at unit granularity per batch, a table of row pointers (MlpParams::weight_rows; the gradients are
+// written through one too); at edge granularity, and per example, its weights are gathered into a
+// scratch model first. Gradients go
 // back to the copies they were read from: per batch by assignment (pi is a bijection, so every copy
 // entry has exactly one writer), per example by accumulation in gradient slots that are summed in
 // slot order at the end (a fixed number of slots, so the sum does not depend on the thread count).
