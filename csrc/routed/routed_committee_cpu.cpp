@@ -90,6 +90,14 @@ void update_routed(T* __restrict H, const int32_t* __restrict perm, const int8_t
   }
 }
 
+// The first uniform of edge blocks (unit k, weights [i0, i1)) of one pattern, u[i - i0]: the draws
+// block_uniform(key, 0) makes one at a time, in a loop without calls or branches.
+void edge_uniforms(uint32_t seed, uint32_t step, uint32_t example, uint32_t unit, int i0, int i1,
+                   double* __restrict u) {
+  for (int i = i0; i < i1; ++i)
+    u[i - i0] = philox::routed_uniform(seed, step, example, 0u, unit, uint32_t(i), 0u);
+}
+
 template <typename T>
 Status epoch(const CommitteeEpochArgs& a) {
   const RoutingArgs& r = a.routing;
@@ -126,7 +134,19 @@ Status epoch(const CommitteeEpochArgs& a) {
         perm_of[size_t(b)] = perms.data() + b * M;
       }
     };
-    if (g == Granularity::Edge) {  // nested, so the block's (unit, weight) needs no division
+    if (g == Granularity::Edge && table) {
+      // Two passes per run of weights: every block's uniform (Philox, a straight-line loop over the
+      // weights that the compiler vectorises), then the table lookups.
+#pragma omp for schedule(static) collapse(2)
+      for (int k = 0; k < K; ++k)
+        for (int eb = 0; eb < n_eblk; ++eb) {
+          const int i0 = eb * kEdgeBlock, i1 = i0 + kEdgeBlock < N ? i0 + kEdgeBlock : N;
+          double u[kEdgeBlock];
+          edge_uniforms(r.seed, r.step, uint32_t(mu), uint32_t(k), i0, i1, u);
+          for (int i = i0; i < i1; ++i)
+            perm_of[size_t(int64_t(k) * N + i)] = r.sampler.perms + int64_t(table_index(r.sampler, u[i - i0])) * M;
+        }
+    } else if (g == Granularity::Edge) {  // nested, so the block's (unit, weight) needs no division
 #pragma omp for schedule(static) collapse(2)
       for (int k = 0; k < K; ++k)
         for (int i = 0; i < N; ++i) draw(int64_t(k) * N + i, k, i);

@@ -35,11 +35,17 @@ PCT_HD double block_uniform(const BlockKey& k, uint32_t draw) {
   return philox::routed_uniform(k.seed, k.step, k.example, k.layer, k.unit, k.weight, draw);
 }
 
-// Table sampler: the index of the permutation drawn (first k with u < cdf[k], at most K-1).
-// Branch-free (the comparison picks the half by a conditional move): u is uniform, so a branch on
-// it would mispredict half the time, at every routed block.
-PCT_HD int table_choice(const Sampler& s, const BlockKey& k) {
-  const double u = block_uniform(k, 0);
+// Table sampler: the index of the permutation that uniform u draws (first k with u < cdf[k], at most
+// K-1). Branch-free (a comparison picks the half by a conditional move): u is uniform, so a branch on
+// it would mispredict half the time, at every routed block. Up to 16 entries the index is the count
+// of entries <= u (the cdf is non-decreasing, so that count is the same first k): no loop-carried
+// dependence, where the bisection waits for each step's load.
+PCT_HD int table_index(const Sampler& s, double u) {
+  if (s.K <= 16) {
+    int idx = 0;
+    for (int j = 0; j < s.K - 1; ++j) idx += s.cdf[j] <= u ? 1 : 0;
+    return idx;  // at most K - 1 by construction
+  }
   const double* base = s.cdf;  // the answer lies in [base, base + n); everything before is <= u
   int n = s.K;
   while (n > 1) {
@@ -50,6 +56,8 @@ PCT_HD int table_choice(const Sampler& s, const BlockKey& k) {
   const int idx = int(base - s.cdf) + (*base <= u ? 1 : 0);
   return idx < s.K ? idx : s.K - 1;
 }
+
+PCT_HD int table_choice(const Sampler& s, const BlockKey& k) { return table_index(s, block_uniform(k, 0)); }
 
 PCT_HD void permanental_sample(const Sampler& s, const BlockKey& k, int32_t* perm) {
   const int M = s.M;
