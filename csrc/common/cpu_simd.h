@@ -175,7 +175,8 @@ void gemm_micro(int K, const T* __restrict a, long sam, long sak, const T* __res
 #pragma GCC unroll 16
     for (int m = 0; m < MB; ++m)
 #pragma GCC unroll 16
-      for (int j = 0; j < NV; ++j) acc[m][j] = acc[m][j] < T(0) ? T(0) : acc[m][j];  // NaN: compare false, kept
+      // Compare false for NaN: kept. The + 0 turns -0 into +0, as the scalar relu gives.
+      for (int j = 0; j < NV; ++j) acc[m][j] = (acc[m][j] < T(0) ? T(0) : acc[m][j]) + T(0);
   } else if (epi == Epi::Leaky) {
 #pragma GCC unroll 16
     for (int m = 0; m < MB; ++m)

@@ -29,7 +29,7 @@ constexpr int kOuterWorkspaceSlot = 1;
 
 inline WorkspaceCache& workspace_cache(int slot) {
   static thread_local WorkspaceCache cache[kWorkspaceSlots];
-  return cache[slot];
+  return cache[slot >= 0 && slot < kWorkspaceSlots ? slot : kWorkspaceSlots - 1];  // slots are constants above
 }
 
 // Not reentrant on one thread and slot: a kernel holds its workspace until it returns; a kernel

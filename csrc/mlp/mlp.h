@@ -43,9 +43,10 @@ inline int mlp_n_inputs(const MlpConfig& c) { return has_encoding(c) ? enc::n_in
 struct MlpParams {
   const void* weights[kMaxLayers] = {};  // required, (out, in) row-major
   const void* biases[kMaxLayers] = {};   // null: that layer has no bias
-  // Optional (CPU kernels): row o of W_l is read at weight_rows[l][o] instead of weights[l] + o * in,
-  // so a model whose rows come from different arrays (a routed model at unit granularity) runs
-  // without being copied together first. weights[l] must still be non-null.
+  // Optional, CPU kernels only (the CUDA ones return Unsupported): row o of W_l is read at
+  // weight_rows[l][o] instead of weights[l] + o * in, so a model whose rows come from different
+  // arrays (a routed model at unit granularity) runs without being copied together first.
+  // weights[l] must still be non-null.
   const void* const* weight_rows[kMaxLayers] = {};
 };
 
@@ -73,8 +74,8 @@ struct MlpBackwardArgs {
   void* dx = nullptr;                       // null: dL/dx not wanted
   void* dweights[kMaxLayers] = {};          // null entries: that gradient not wanted
   void* dbiases[kMaxLayers] = {};
-  // Optional (CPU kernels): row o of dW_l is written at dweight_rows[l][o] instead of dweights[l] +
-  // o * in (dweights[l] must still be non-null to ask for the gradient).
+  // Optional, CPU kernels only: row o of dW_l is written at dweight_rows[l][o] instead of dweights[l]
+  // + o * in (dweights[l] must still be non-null to ask for the gradient).
   void* const* dweight_rows[kMaxLayers] = {};
   void* stream = nullptr;
 };

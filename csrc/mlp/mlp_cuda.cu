@@ -35,8 +35,10 @@ Status check(const Args& a) {
   Status s = cuda_layout::cuda_supported(a.cfg);
   if (s != Status::Ok) return s;
   if (a.batch < 0) return Status::BadShape;
-  for (int l = 0; l < a.cfg.n_layers; ++l)
+  for (int l = 0; l < a.cfg.n_layers; ++l) {
     if (!a.params.weights[l]) return Status::NullPointer;
+    if (a.params.weight_rows[l]) return Status::Unsupported;  // row tables: CPU kernels only
+  }
   return Status::Ok;
 }
 
@@ -173,6 +175,8 @@ Status mlp_backward_cuda(const MlpBackwardArgs& a, void* workspace, int64_t work
   if (a.batch > 0 && (!a.x || !a.dy)) return Status::NullPointer;
   for (int l = 0; l < c.n_layers - 1; ++l)
     if (!a.saved[l] && a.batch > 0) return Status::NullPointer;
+  for (int l = 0; l < c.n_layers; ++l)
+    if (a.dweight_rows[l]) return Status::Unsupported;  // row tables: CPU kernels only
   cudaStream_t stream = static_cast<cudaStream_t>(a.stream);
   cuda::BwdLaunch plan;
   cudaError_t e = cuda::plan_backward(c, cuda_layout::make_layout(c, true, 0), a.batch, a.x, a.dy, &plan);

@@ -2,10 +2,10 @@
 // at layer granularity the routed model is a table of pointers into the copies (nothing is copied);
 // at unit granularity per batch, a table of row pointers (MlpParams::weight_rows; the gradients are
 // written through one too); at edge granularity, and per example, its weights are gathered into a
-// scratch model first. Gradients go
-// back to the copies they were read from: per batch by assignment (pi is a bijection, so every copy
-// entry has exactly one writer), per example by accumulation in gradient slots that are summed in
-// slot order at the end (a fixed number of slots, so the sum does not depend on the thread count).
+// scratch model first. Gradients go back to the copies they were read from: per batch by assignment
+// (pi is a bijection, so every copy entry has exactly one writer), per example by accumulation in
+// gradient slots that are summed in slot order at the end (a fixed number of slots, so the sum does
+// not depend on the thread count).
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -238,7 +238,9 @@ Status forward(const RoutedMlpForwardArgs& a) {
       });
     }
     // Every stream's gathered model; fully written before it is read (cached: no page faults per call).
-    Workspace gathered(g == Granularity::Layer ? 0 : size_t(r.M) * L.total * sizeof(T), kOuterWorkspaceSlot);
+    const size_t gathered_bytes = g == Granularity::Layer ? 0 : size_t(r.M) * L.total * sizeof(T);
+    Workspace gathered(gathered_bytes, kOuterWorkspaceSlot);
+    if (gathered_bytes && !gathered.ptr) return Status::OutOfMemory;
     return for_streams(r.M, a.batch, [&](int m) {
       T* mine = static_cast<T*>(gathered.ptr) + int64_t(m) * L.total;
       if (g != Granularity::Layer) gather_stream(c, own, g, m, src, L, mine);
@@ -346,7 +348,9 @@ Status backward_per_batch(const RoutedMlpBackwardArgs& a) {
   }
   const bool direct = g == Granularity::Layer;  // gradients straight into the owner copy
   // Every stream's gathered model, then its routed gradient; both fully written before they are read.
-  Workspace buffers(direct ? 0 : 2 * size_t(r.M) * L.total * sizeof(T), kOuterWorkspaceSlot);
+  const size_t buffer_bytes = direct ? 0 : 2 * size_t(r.M) * L.total * sizeof(T);
+  Workspace buffers(buffer_bytes, kOuterWorkspaceSlot);
+  if (buffer_bytes && !buffers.ptr) return Status::OutOfMemory;
   return for_streams(r.M, a.batch, [&](int m) {
     T* mine = static_cast<T*>(buffers.ptr) + int64_t(m) * L.total;
     T* dmine = static_cast<T*>(buffers.ptr) + (int64_t(r.M) + m) * L.total;

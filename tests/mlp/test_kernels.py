@@ -199,3 +199,21 @@ def test_saved_buffer_is_fully_written(dtype):
                 b = K.mlp_forward(spec, x, ws, bs, training=True)[1]
                 for sa, sb in zip(a, b):
                     np.testing.assert_array_equal(sa, sb, err_msg=f"[{isa}] {widths} {act}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("widths", [[16, 16], [16, 32, 16]])
+def test_relu_of_negative_zero_is_positive_zero_as_in_the_reference(dtype, widths):
+    # Weights and biases of -0.0 with x = 1 make a layer's pre-activations -0.0 exactly (the
+    # products are -0.0): relu gives +0.0 in the reference, in the scalar activation and in the GEMM
+    # epilogue alike. One layer: the output epilogue sees the -0.0 directly.
+    ws = [np.full((o, i), -0.0, dtype) for i, o in zip(widths[:-1], widths[1:])]
+    bs = [np.full(o, -0.0, dtype) for o in widths[1:]]
+    x = np.ones((9, widths[0]), dtype)
+    want = ref.forward(x, ws, bs, "relu", "relu")
+    assert not np.signbit(want).any()
+    for isa in ISAS:
+        with cpu_isa(isa):
+            y = K.mlp_forward(K.MLPSpec(widths, "relu", "relu"), x, ws, bs)
+            assert not np.signbit(y).any(), f"[{isa}] relu(-0.0) kept its sign"
+            np.testing.assert_array_equal(y, want)

@@ -217,3 +217,24 @@ def test_bad_inputs_name_the_argument():
         m.predict(torch.randn(2, 3, dtype=F64), mode="median")
     with pytest.raises(ValueError, match="m: expected a copy index"):
         m.copy_forward(torch.randn(2, 3, dtype=F64), 4)
+
+
+def test_parametrized_weights_are_used():
+    # RoutedMLP reads its parameters from the ParameterLists' dicts for speed; a parametrized entry
+    # leaves that dict, and the module must then still see it (and in the right place).
+    from torch.nn.utils import parametrize
+
+    class Double(torch.nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    torch.manual_seed(0)
+    net = RoutedMLP(3, 5, 4, 8, 1, routing="unit", Q=R.uniform(3), seed=2)
+    plain = RoutedMLP(3, 5, 4, 8, 1, routing="unit", Q=R.uniform(3), seed=2)
+    with torch.no_grad():
+        for p, q in zip(plain.parameters(), net.parameters()):
+            p.copy_(q)
+        plain.weights[0].mul_(2)
+    parametrize.register_parametrization(net.weights, "0", Double())
+    x = torch.randn(3, 6, 5)
+    torch.testing.assert_close(net(x, step=0), plain(x, step=0), rtol=0, atol=0)
