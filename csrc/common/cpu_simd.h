@@ -98,12 +98,6 @@ void transpose_rows(SrcRow src_row, DstRow dst_row, int rows, int cols) {
   }
 }
 
-// dst[c * ld_dst + r] = src[r * ld_src + c] for r < rows, c < cols.
-template <typename T>
-void transpose(const T* src, long ld_src, int rows, int cols, T* dst, long ld_dst) {
-  transpose_rows<T>([=](int r) { return src + r * ld_src; }, [=](int c) { return dst + c * ld_dst; }, rows, cols);
-}
-
 // Sum of a vector's lanes by halving (a log2(L)-deep tree instead of an L-deep chain of adds).
 template <typename T>
 inline T hsum(typename Simd<T>::V v) {

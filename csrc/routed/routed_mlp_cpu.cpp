@@ -83,11 +83,7 @@ void scatter_stream(const MlpConfig& c, const OwnerMap& own, Granularity gran, i
       const T* gr = g + L.w[l] + int64_t(j) * in;
       if (gran == Granularity::Unit) {  // the whole row has one owner: no per-entry lookup
         T* d = dst.w[l] + (int64_t(own.owner(l, j, 0, m)) * out + j) * in;
-        if (Add) {
-          for (int i = 0; i < in; ++i) d[i] += gr[i];
-        } else {
-          std::memcpy(d, gr, sizeof(T) * in);
-        }
+        for (int i = 0; i < in; ++i) d[i] = Add ? d[i] + gr[i] : gr[i];
       } else {
         for (int i = 0; i < in; ++i) {
           T& d = dst.w[l][(int64_t(own.owner(l, j, i, m)) * out + j) * in + i];
@@ -324,12 +320,11 @@ Status backward_per_batch(const RoutedMlpBackwardArgs& a) {
     std::vector<const T*> rows(size_t(r.M) * U.rows);
     std::vector<T*> drows(size_t(r.M) * U.rows);
     std::vector<T> biases(size_t(r.M) * U.biases), dbiases(size_t(r.M) * U.biases);
-    T* const* dst_w = dst.w;
     return for_streams(r.M, a.batch, [&](int m) {
       const int64_t ro = int64_t(m) * U.rows, bo = int64_t(m) * U.biases;
       mlp::MlpBackwardArgs b = stream_backward_args<T>(
           a, m, 0, a.batch, unit_stream_params(c, own, m, src, U, rows.data() + ro, biases.data() + bo));
-      unit_rows<T>(c, own, m, dst_w, U, drows.data() + ro);
+      unit_rows<T>(c, own, m, dst.w, U, drows.data() + ro);
       for (int l = 0; l < c.n_layers; ++l) {
         b.dweights[l] = dst.w[l];
         b.dweight_rows[l] = reinterpret_cast<void* const*>(drows.data() + ro + U.row[l]);
