@@ -1,6 +1,7 @@
 """Where the time of a fused-MLP call goes on the GPU.
 
-Without arguments: three training steps (forward + backward) for a profiler such as ncu to look at, e.g.
+Without --breakdown: three training steps (forward + backward; --task inference: three inference calls)
+for a profiler such as ncu to look at, e.g.
     ncu -k regex:mlp_backward_kernel -c 1 --section WarpStateStats python3 bench/profile_mlp_cuda.py
 With --breakdown: torch.profiler's per-kernel GPU times of inference and of a training step, ours and
 eager fp16 side by side, plus the wall time per call with the GPU kept busy (back-to-back calls) and
@@ -69,11 +70,13 @@ if __name__ == "__main__":
     ap.add_argument("--breakdown", action="store_true")
     ap.add_argument("--batch-log2", type=int, default=21)
     ap.add_argument("--width", type=int, default=64)
+    ap.add_argument("--task", choices=("training", "inference"), default="training",
+                    help="what the profiler run (no --breakdown) calls three times")
     args = ap.parse_args()
     if args.breakdown:
         breakdown(2 ** args.batch_log2, args.width, 4)
     else:
-        f = step_fns(2 ** 21, 64, 4)["ours training"]
+        f = step_fns(2 ** args.batch_log2, args.width, 4)[f"ours {args.task}"]
         for _ in range(3):
             f()
         torch.cuda.synchronize()

@@ -36,9 +36,13 @@ log="$OUT/gpu_${what}.log"
   fi
   if [ "$what" = profile ]; then
     python3 bench/profile_mlp_cuda.py --breakdown
-    for k in mlp_forward_kernel mlp_backward_kernel; do
-      ncu -k regex:$k -s 2 -c 1 --section SpeedOfLight --section Occupancy --section WarpStateStats \
-        --section LaunchStats python3 bench/profile_mlp_cuda.py 2>&1 | grep -v "^==PROF==" | tail -60
+    # The inference forward, the training forward and the backward of the headline configuration.
+    for spec in "inference mlp_forward_kernel" "training mlp_forward_kernel" "training mlp_backward_kernel"; do
+      read -r task kern <<< "$spec"
+      echo "== ncu: $kern ($task)"
+      ncu -k regex:$kern -s 2 -c 1 --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
+        --section SchedulerStats --section WarpStateStats --section LaunchStats --section ComputeWorkloadAnalysis \
+        python3 bench/profile_mlp_cuda.py --task $task 2>&1 | grep -v "^==PROF=="
     done
   fi
   if [ "$what" = bench ] || [ "$what" = all ]; then

@@ -70,6 +70,25 @@ __device__ __forceinline__ void async_copy_rows(uint16_t* dst, const void* m, in
   }
 }
 
+// Warp-cooperative, the way back: rows [0, nrows) of a row block in shared memory (row stride
+// async_row_stride(cols)) to rows [r0, r0 + nrows) of m, 16 bytes per store; rows >= rows are not
+// written. Same conditions on m and cols as async_copy_rows.
+__device__ __forceinline__ void store_rows(void* m, int64_t rows, int cols, int64_t r0, int nrows, const uint16_t* src,
+                                           const RowSegments& seg) {
+  const int ld = async_row_stride(cols);
+  uint16_t* dst = static_cast<uint16_t*>(m);
+  for (int r = seg.r, c = seg.c; r < nrows;) {
+    if (r0 + r < rows)
+      *reinterpret_cast<uint4*>(dst + (r0 + r) * cols + 8 * c) = *reinterpret_cast<const uint4*>(src + r * ld + 8 * c);
+    r += seg.r_step;
+    c += seg.c_step;
+    if (c >= seg.per_row) {
+      c -= seg.per_row;
+      ++r;
+    }
+  }
+}
+
 // A fragment of the 16 x 16 block at (row r0, column c0) of a landed row block; columns >= cols read 0.
 __device__ __forceinline__ void load_a_smem(uint32_t (&a)[4], const uint16_t* s, int cols, int r0, int c0, int g,
                                             int t) {

@@ -18,6 +18,13 @@ namespace {
 
 using cuda_layout::kFwdWarps;
 
+// Shared memory per warp: two x buffers when x is prefetched (the tile computed and the next one),
+// else one when y is staged; a buffer holds a tile's rows of x and, once layer 0 has read them, of y.
+PCT_HD int io_buffers(const FwdParams& p) { return p.x_async ? 2 : p.y_stage ? 1 : 0; }
+PCT_HD int io_buffer_elems(const FwdParams& p, int rows) {
+  return rows * std::max(p.x_async ? async_row_stride(p.in) : 0, p.y_stage ? async_row_stride(p.out) : 0);
+}
+
 // Hidden layer epilogue: activation, optional save, and C -> A conversion for the next layer.
 template <typename T, int W, int MT, bool TRAIN>
 __device__ __forceinline__ void finish_hidden(float (&acc)[MT][W / 8][4], uint32_t (&a)[MT][W / 16][4],
@@ -60,11 +67,11 @@ __global__ void __launch_bounds__(kFwdWarps * 32) mlp_forward_kernel(const __gri
   const int in_kt = (p.in + 15) / 16, out_np = (p.out + 15) / 16;
   const int last = p.n_layers - 1;
   extern __shared__ __align__(16) uint16_t x_smem[];
-  const int x_buf = 16 * MT * async_row_stride(p.in);  // elements per buffer
-  uint16_t* my_x = x_smem + warp * 2 * x_buf;
+  const int x_buf = io_buffer_elems(p, 16 * MT);  // elements per buffer
+  uint16_t* my_x = x_smem + warp * io_buffers(p) * x_buf;
   const int64_t step = int64_t(gridDim.x) * kFwdWarps;
   int64_t tile = int64_t(blockIdx.x) * kFwdWarps + warp;
-  const RowSegments x_seg(p.x_async ? p.in : 8, lane);
+  const RowSegments x_seg(p.x_async ? p.in : 8, lane), y_seg(p.y_stage ? p.out : 8, lane);
   if (p.x_async) {
     if (tile < n_tiles) async_copy_rows(my_x, p.x, p.batch, p.in, tile * 16 * MT, 16 * MT, x_seg);
     cp_async_commit();
@@ -91,7 +98,53 @@ __global__ void __launch_bounds__(kFwdWarps * 32) mlp_forward_kernel(const __gri
       for (int j = 0; j < NT; ++j) bias_c(acc[m][j], p.bias[0], j * 8, t);
     // x is read kXGroup k-tiles at a time: all loads of a group are in flight together.
     constexpr int kXGroup = 4;
-    for (int k0 = 0; k0 < in_kt; k0 += kXGroup) {
+    if (p.x_vec) {
+      // 16-byte row segments, two 32-column blocks at a time: lane (g, t) reads columns 8t .. 8t + 7
+      // of rows g and g + 8, the A fragments of both k-tiles of the block in layer 0's k-permuted
+      // packing (mlp_cuda_layout.h). Streamed once: evict-first loads.
+      const uint4* xr = static_cast<const uint4*>(p.x);
+      const int in_v = p.in / 8;  // 16-byte segments per row
+      for (int c0 = 0; c0 < in_v; c0 += 8) {
+        uint4 xv[2][MT][2];
+#pragma unroll
+        for (int q = 0; q < 2; ++q)
+#pragma unroll
+          for (int m = 0; m < MT; ++m)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              const int64_t r = row0 + 16 * m + g + 8 * h;
+              const int c = c0 + 4 * q + t;
+              xv[q][m][h] = (r < p.batch && c < in_v) ? __ldcs(xr + r * in_v + c) : make_uint4(0, 0, 0, 0);
+            }
+#pragma unroll
+        for (int q = 0; q < 2; ++q) {
+          if (c0 + 4 * q >= in_v) break;
+#pragma unroll
+          for (int kt = 0; kt < 2; ++kt) {
+            const uint4* wf = p.wfrag[0] + int64_t(c0 / 2 + 2 * q + kt) * NP * 32 + lane;
+            uint32_t xa[MT][4];
+#pragma unroll
+            for (int m = 0; m < MT; ++m) {
+              const uint4 lo = xv[q][m][0], hi = xv[q][m][1];
+              xa[m][0] = kt ? lo.z : lo.x;
+              xa[m][1] = kt ? hi.z : hi.x;
+              xa[m][2] = kt ? lo.w : lo.y;
+              xa[m][3] = kt ? hi.w : hi.y;
+            }
+#pragma unroll
+            for (int jp = 0; jp < NP; ++jp) {
+              const uint4 b = __ldg(wf + jp * 32);
+#pragma unroll
+              for (int m = 0; m < MT; ++m) {
+                mma_16816<T>(acc[m][2 * jp], xa[m], b.x, b.y);
+                mma_16816<T>(acc[m][2 * jp + 1], xa[m], b.z, b.w);
+              }
+            }
+          }
+        }
+      }
+    }
+    for (int k0 = 0; k0 < (p.x_vec ? 0 : in_kt); k0 += kXGroup) {
       uint32_t xa[kXGroup][MT][4];
 #pragma unroll
       for (int q = 0; q < kXGroup; ++q)
@@ -139,15 +192,19 @@ __global__ void __launch_bounds__(kFwdWarps * 32) mlp_forward_kernel(const __gri
       finish_hidden<T, W, MT, TRAIN>(acc, a, p, act, l, tile, lane);
     }
 
-    // Output layer: any output width, 16 columns at a time, written straight to y.
+    // Output layer: any output width, 16 columns at a time. With p.y_stage the rounded tile goes
+    // through shared memory (the current x buffer, free since layer 0, or the warp's own buffer) and
+    // out in 16-byte row segments: 8 coalesced stores per lane instead of 32 scattered 4-byte ones.
+    uint16_t* ys = my_x + (p.x_async ? buf : 0) * x_buf;
+    if (p.y_stage) __syncwarp();  // every lane has read its x fragments from that buffer
     for (int jp = 0; jp < out_np; ++jp) {
       float o[MT][2][4];
+      const uint4* wf = p.wfrag[last] + int64_t(jp) * 32 + lane;
 #pragma unroll
       for (int m = 0; m < MT; ++m) {
         bias_c(o[m][0], p.bias[last], jp * 16, t);
         bias_c(o[m][1], p.bias[last], jp * 16 + 8, t);
       }
-      const uint4* wf = p.wfrag[last] + int64_t(jp) * 32 + lane;
 #pragma unroll
       for (int kk = 0; kk < KT; ++kk) {
         const uint4 b = __ldg(wf + int64_t(kk) * out_np * 32);
@@ -160,9 +217,20 @@ __global__ void __launch_bounds__(kFwdWarps * 32) mlp_forward_kernel(const __gri
       activate<MT * 8>(&o[0][0][0], p.out_act, p.out_p);
 #pragma unroll
       for (int m = 0; m < MT; ++m) {
-        store_c<T>(p.y, p.batch, p.out, row0 + 16 * m, jp * 16, o[m][0], g, t, p.y_pairs);
-        store_c<T>(p.y, p.batch, p.out, row0 + 16 * m, jp * 16 + 8, o[m][1], g, t, p.y_pairs);
+        if (p.y_stage) {
+          uint32_t h[4];
+          c_to_a<T>(h, o[m][0], o[m][1]);
+          stage_frag<uint16_t>(ys, async_row_stride(p.out), 16 * m, jp * 16, h, g, t, true, true);
+        } else {
+          store_c<T>(p.y, p.batch, p.out, row0 + 16 * m, jp * 16, o[m][0], g, t, p.y_pairs);
+          store_c<T>(p.y, p.batch, p.out, row0 + 16 * m, jp * 16 + 8, o[m][1], g, t, p.y_pairs);
+        }
       }
+    }
+    if (p.y_stage) {
+      __syncwarp();  // the whole tile is staged
+      store_rows(p.y, p.batch, p.out, row0, 16 * MT, ys, y_seg);
+      __syncwarp();  // read out before the buffer is refilled (next tile's x or y)
     }
   }
 }
@@ -177,19 +245,22 @@ cudaError_t launch(const FwdParams& p, int sm_count, cudaStream_t stream) {
   constexpr int MT = rows_tiles<W>();
   const bool relu = p.act == Activation::ReLU;
   auto kernel = relu ? mlp_forward_kernel<T, W, MT, TRAIN, true> : mlp_forward_kernel<T, W, MT, TRAIN, false>;
-  // Two x buffers per warp when x is copied asynchronously (at most kMaxAsyncIn columns: 70 KB per
-  // block at 128, still two blocks per SM at width 128 and three below).
-  const int smem = p.x_async ? kFwdWarps * 2 * 16 * MT * async_row_stride(p.in) * 2 : 0;
+  // Two x buffers per warp when x is copied asynchronously, one when only y is staged (at most
+  // kMaxAsyncIn columns each: 70 KB per block at 128, still two blocks per SM at width 128 and three
+  // below).
+  const int smem = kFwdWarps * io_buffers(p) * io_buffer_elems(p, 16 * MT) * 2;
   // Per device (the shared-memory attribute belongs to the device's context), per instantiation
-  // and x width (slot 0: x read directly, 1 + in / 8: prefetched): the kernel's shared-memory limit,
-  // set once to the most any x width needs, and its occupancy (the query is not free).
-  constexpr int kDevices = 16, kSlots = cuda_layout::kMaxAsyncIn / 8 + 2;
+  // and shared-memory size (slot: buffers per warp x 18 + row stride / 8, the stride being 0 or
+  // 16 .. kMaxAsyncIn + 8): the kernel's shared-memory limit, set once to the most any widths need,
+  // and its occupancy (the query is not free).
+  constexpr int kStrides = cuda_layout::kMaxAsyncIn / 8 + 2, kSlots = 3 * kStrides, kDevices = 16;
   static int per_sm_cache[kDevices][2][kSlots] = {};
   int dev = 0;
   cudaError_t e = cudaGetDevice(&dev);
   if (e != cudaSuccess) return e;
   int uncached = 0;
-  int& per_sm = dev < kDevices ? per_sm_cache[dev][relu][p.x_async ? 1 + p.in / 8 : 0] : uncached;
+  const int slot = io_buffers(p) * kStrides + io_buffer_elems(p, 1) / 8;
+  int& per_sm = dev < kDevices ? per_sm_cache[dev][relu][slot] : uncached;
   if (per_sm == 0) {
     e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              kFwdWarps * 2 * 16 * MT * async_row_stride(cuda_layout::kMaxAsyncIn) * 2);

@@ -22,7 +22,8 @@ struct PackJob {              // B(k, n) = src[k * sk + n * sn], k < K, n < N; z
   const void* src;
   int K, N;
   int64_t sk, sn;
-  uint4* dst;                 // frag_words(K, N) words (mlp_cuda_layout.h)
+  uint4* dst;                 // frag_words(K, N) words (mlp_cuda_layout.h); round_up(K, 32) rows if perm_k32
+  bool perm_k32 = false;      // k-permuted within 32-row blocks (mlp_cuda_layout.h, layer 0 with x_vec)
 };
 struct BiasJob {
   const void* src;            // null: a layer without bias (zeros)
@@ -44,6 +45,8 @@ struct FwdParams {
   void* y;
   bool x_pairs, y_pairs;      // rows may be read/written as aligned 32-bit pairs
   bool x_async;               // x is prefetched with cp.async (mlp_cuda_async.cuh)
+  bool y_stage;               // y goes out through shared memory in 16-byte row segments
+  bool x_vec;                 // x read as 16-byte row segments (layer 0 packed k-permuted; not with x_async)
   Activation act, out_act;
   float act_p, out_p;
   const uint4* wfrag[kMaxLayers];

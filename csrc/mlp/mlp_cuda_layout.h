@@ -14,6 +14,12 @@
 // The forward packs B(k, n) = W[n][k] (K = in, N = out); the backward also packs B(k, n) = W[k][n]
 // (K = out, N = in) for g * W.
 //
+// Layer 0's forward fragments may instead be packed "k-permuted" (when the forward reads x as 16-byte
+// row segments, FwdParams::x_vec): within each 32-row block of k, logical k = 16 kt + 8 hi + 2 t + lo
+// (kt, hi, lo in {0, 1}, t < 4) holds W's input column 8 t + 4 kt + 2 hi + lo. Lane (g, t) then finds
+// the A fragments of both k-tiles of a 32-column block of x in the 16 bytes at columns 8t .. 8t + 7
+// of its rows: a dot product does not care in which order k runs, only that A and B agree.
+//
 // Saved activations ("training forward") use the same fragment order: for each hidden layer, tile
 // tt's k-tile kk is the 16-byte word ((tt * (W / 16) + kk) * 32 + lane) (of W 16-bit elements per
 // row), i.e. exactly the registers the warp holds. Rows are padded to 16; padded rows hold finite
@@ -98,7 +104,8 @@ inline Layout make_layout(const MlpConfig& c, bool backward, int64_t grid_blocks
   int64_t words = 0;
   for (int l = 0; l < c.n_layers; ++l) {
     s.fwd_frag[l] = words;
-    words += frag_words(c.widths[l], c.widths[l + 1]);
+    // Layer 0 in whole 32-row k-blocks: the forward may pack it k-permuted (kPermK32).
+    words += frag_words(l == 0 ? int(round_up(c.widths[0], 32)) : c.widths[l], c.widths[l + 1]);
   }
   if (backward) {
     for (int l = 0; l < c.n_layers; ++l) {

@@ -46,6 +46,30 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* 
                : "r"(addr));
 }
 
+// Writes a warp's A fragment (16 rows, 16 columns at col0) into a row-major staging buffer; rows past
+// the batch become zeros. On sm_90 one stmatrix stores the four 8x8 matrices (lanes 8q..8q+7 give the
+// row addresses of matrix q: rows 0-7 / 8-15 of columns 0-7, then of columns 8-15), instead of four
+// 32-bit stores per lane; the staging strides keep those 8 rows in distinct bank groups.
+template <typename T>
+__device__ __forceinline__ void stage_frag(T* s, int ld, int srow, int col0, const uint32_t (&a)[4], int g, int t,
+                                           bool ok0, bool ok1) {
+  const uint32_t v0 = ok0 ? a[0] : 0u, v1 = ok1 ? a[1] : 0u, v2 = ok0 ? a[2] : 0u, v3 = ok1 ? a[3] : 0u;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const int lane = 4 * g + t;
+  const T* row = s + (srow + (lane & 7) + ((lane >> 3) & 1) * 8) * ld + col0 + (lane >> 4) * 8;
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1,%2,%3,%4};\n" ::"r"(addr), "r"(v0), "r"(v1),
+               "r"(v2), "r"(v3));
+#else
+  uint32_t* r0 = reinterpret_cast<uint32_t*>(s + (srow + g) * ld + col0 + 2 * t);
+  uint32_t* r1 = reinterpret_cast<uint32_t*>(s + (srow + g + 8) * ld + col0 + 2 * t);
+  r0[0] = v0;
+  r1[0] = v1;
+  r0[4] = v2;
+  r1[4] = v3;
+#endif
+}
+
 // Two floats rounded to one 32-bit pair (lo in the low half, as the fragments want).
 template <typename T>
 __device__ __forceinline__ uint32_t pack2(float lo, float hi) {

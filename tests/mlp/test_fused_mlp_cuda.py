@@ -238,6 +238,65 @@ def test_without_biases(dtype):
     run_and_compare([16, 64, 64, 64, 16], dtype, "relu", "none", 1000, seed=4, bias=False)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("width", [32, 128])
+@pytest.mark.parametrize("out", [8, 24, 128])
+def test_outputs_staged_through_shared_memory(dtype, width, out):
+    # y widths that are multiples of 8 go out through shared memory in 16-byte row segments: 8 and 24
+    # end in a half 16-column tile (its upper half lands in the row padding), 128 is the widest staged
+    # one; width 128 also stages into the prefetched x buffer. Batch tails inside a 32-row tile.
+    for batch in (1, 7, 33, 1000):
+        run_and_compare([16, width, width, out], dtype, "relu", "none", batch, seed=out + width)
+        run_and_compare([16, width, width, out], dtype, "silu", "tanh", batch, seed=out + width + 1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("inp", [8, 24, 40, 64, 96, 256])
+def test_inputs_read_as_row_segments(dtype, inp):
+    # x widths that are multiples of 8 are read as 16-byte row segments with layer 0 packed k-permuted
+    # (inference; the training forward too above 128 columns, where x is not prefetched): 8 .. 24 and
+    # 40 end inside a 32-column block, 256 is the widest input.
+    for batch in (1, 7, 1000):
+        run_and_compare([inp, 64, 64, 16], dtype, "relu", "none", batch, seed=inp)
+        tw, tb, ws64, bs64 = cuda_net([inp, 32, 32, 8], dtype, inp + 1, "tanh")
+        x = (torch.rand(batch, inp, dtype=torch.float64) * 2 - 1).to(dtype)
+        with torch.no_grad():
+            y = fused_mlp(x.cuda(), tw, tb, "tanh", "none")
+        spec = MLPSpec([inp, 32, 32, 8], "tanh", "none")
+        want = rounded_reference(spec, x.double().numpy(), ws64, bs64, np.zeros((batch, 8)), dtype, None)[0]
+        assert rel_err(y.double().cpu(), want) <= 2 * EPS[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_misaligned_input_takes_the_scalar_path_with_the_same_result(dtype):
+    tw, tb, _, _ = cuda_net([64, 64, 64, 16], dtype, 11, "relu")
+    x = torch.rand(999, 64, device="cuda", dtype=dtype) * 2 - 1
+    flat = torch.empty(999 * 64 + 1, device="cuda", dtype=dtype)
+    shifted = flat[1:].view(999, 64)  # 2-byte aligned: no 16-byte row segments
+    shifted.copy_(x)
+    assert shifted.data_ptr() % 16 != 0 and mlp_ops.cuda_path(shifted, tw) == "fused"
+    with torch.no_grad():
+        y = fused_mlp(x, tw, tb, "relu", "none")
+        y_shifted = fused_mlp(shifted, tw, tb, "relu", "none")
+    # The same products summed in another k order inside the tensor cores: float32-level differences.
+    assert rel_err(y_shifted.double().cpu(), y.double().cpu()) <= 2 * EPS[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("widths", [[16, 64, 16], [16, 64, 64, 16]])
+def test_relu_of_negative_zero_is_positive_zero_on_cuda(dtype, widths):
+    # Weights and biases of -0.0 with x = 1: every pre-activation is -0.0 exactly; relu gives +0.0 in
+    # the reference and in the kernels' hidden and output epilogues alike.
+    ws = [torch.full((o, i), -0.0, dtype=dtype, device="cuda") for i, o in zip(widths[:-1], widths[1:])]
+    bs = [torch.full((o,), -0.0, dtype=dtype, device="cuda") for o in widths[1:]]
+    x = torch.ones(37, widths[0], dtype=dtype, device="cuda")
+    assert mlp_ops.cuda_path(x, ws) == "fused"
+    with torch.no_grad():
+        y = fused_mlp(x, ws, bs, "relu", "relu")
+    assert not torch.signbit(y).any(), "relu(-0.0) kept its sign"
+    assert (y == 0).all()
+
+
 def test_wide_io_widths_up_to_the_limit():
     limit = _C.MLP_CUDA_MAX_IO_WIDTH
     run_and_compare([limit, 32, 32, limit], torch.float16, "tanh", "sigmoid", 500, seed=5)
