@@ -3,7 +3,8 @@
 Configurations (issue 6): input = output = width with 4 hidden layers for widths 16/32/64/128 (the
 configuration tiny-dpcpp-nn publishes) and a NeRF-like 32 -> 64 -> 64 -> 4; batch 2^14 .. 2^21.
 Inference (no grad) and a training step (forward + backward, every parameter gradient). Timed with
-CUDA events after warm-up, variants interleaved round by round, medians reported (BENCHMARKS.md).
+CUDA events after warm-up, variants interleaved round by round, medians reported (BENCHMARKS.md);
+each round starts behind a short GPU sleep so that it times calls back to back (ROUND_LEAD_CYCLES).
 Outputs under --out: mlp_cuda.json (every record, machine, versions), mlp_cuda.md, mlp_cuda.png.
 
     python bench/mlp_cuda.py [--quick] [--out bench/results/h100]
@@ -54,12 +55,22 @@ def make_models(widths):
     return ours, seq
 
 
+# GPU cycles of torch.cuda._sleep queued ahead of each round's start event (about 0.5 ms on an H100):
+# the host enqueues the round's first calls meanwhile, so the round times calls back to back instead of
+# also timing how long the first call takes to reach the GPU after the synchronisation that ended the
+# previous round (run 12: a w64x4 2^21 training step took 2.63 ms per call over rounds of 7 calls and
+# 2.45 ms over 20 calls back to back in bench/profile_mlp_cuda.py --breakdown). A variant
+# the host cannot keep fed stays host-bound; it gains at most this sleep over the round.
+ROUND_LEAD_CYCLES = 1_000_000
+
+
 def time_rounds(fns: dict, rounds: int, reps: int):
     """{name: [ms per call for each round]}, variants interleaved within each round."""
     times = {k: [] for k in fns}
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     for _ in range(rounds):
         for k, f in fns.items():
+            torch.cuda._sleep(ROUND_LEAD_CYCLES)
             start.record()
             for _ in range(reps):
                 f()

@@ -102,10 +102,11 @@ __device__ __forceinline__ void load_a_smem(uint32_t (&a)[4], const uint16_t* s,
   a[3] = c_hi < cols ? p1[c_hi / 2] : 0u;
 }
 
-// C-fragment-shaped float values of the 16 x 8 block at (0, c0) of a landed 16-row block.
+// C-fragment-shaped float values of the 16 x 8 block at (0, c0) of 16 rows in shared memory, row
+// stride ld (elements); columns >= cols read 0.
 template <typename T>
-__device__ __forceinline__ void load_c_smem(float (&c)[4], const uint16_t* s, int cols, int c0, int g, int t) {
-  const int ld = async_row_stride(cols), cc = c0 + 2 * t;
+__device__ __forceinline__ void load_c_rows(float (&c)[4], const uint16_t* s, int ld, int cols, int c0, int g, int t) {
+  const int cc = c0 + 2 * t;
   uint32_t lo = 0u, hi = 0u;
   if (cc < cols) {
     lo = reinterpret_cast<const uint32_t*>(s + g * ld)[cc / 2];

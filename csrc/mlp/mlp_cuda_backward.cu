@@ -15,11 +15,14 @@
 // stalls the warp for most of its latency. So each warp reads everything it takes from global memory
 // (dy, the saved tiles of each layer top down, x) as one stream of items, copied with cp.async into
 // its own shared-memory slots `depth` items ahead of the one it consumes (one commit group per item,
-// so waiting for an item is cp.async.wait_group depth - 1). Saved tiles rotate through `depth` slots;
-// dy and x (when in / out <= kMaxAsyncBwdIo, a multiple of 8, 16-byte aligned) have one slot each,
-// which depth <= n_layers - 1 keeps from being refilled before the chunk has used them. Depth 0 (too
-// little shared memory for one slot per warp, e.g. width 128 on sm_86 / sm_89's 99 KB) has no stream:
-// everything is read straight from global memory.
+// so waiting for an item is cp.async.wait_group depth - 1). All items rotate through the same `depth`
+// slots, dy and x (when in / out <= kMaxAsyncBwdIo, a multiple of 8, 16-byte aligned) included: each
+// is read (dy copied into the warp's rows of the g staging) before its slot is refilled. Separate dy
+// and x slots did not fit next to the 12-warp ReLU plan's accumulators on the H100, which then read dy
+// and x straight from global memory at the start and end of every chunk: their latency was 17% of the
+// backward's stall samples (ncu, bench/results/h100 run 11). Depth 0 (too little shared memory for
+// one slot per warp, e.g. width 128 on sm_86 / sm_89's 99 KB) has no stream: everything is read
+// straight from global memory.
 #include <algorithm>
 
 #include "mlp/mlp_cuda_async.cuh"
@@ -146,9 +149,11 @@ __device__ __forceinline__ void reduce_chunk(float* acc, int mt_n, int nt_n, con
 }
 
 // One warp's prefetch stream. Items come P = last + 2 per chunk: position 0 is dy, 1 .. last the
-// saved tiles of layers last - 1 .. 0, last + 1 is x. Positions, chunks and slots are stepped, not
-// divided: the kernel issues few instructions per mma as it is (its warps are few), and 64-bit
-// divisions per item showed up as a 10% slowdown.
+// saved tiles of layers last - 1 .. 0, last + 1 is x. Every item lands in the next of `depth` slots
+// (slot_bytes each: a saved tile, or 16 padded rows of dy or x, whichever is larger), so an item's
+// slot is refilled by the refill() that follows its consume(): whatever reads a slot does so before
+// that. Positions, chunks and slots are stepped, not divided: the kernel issues few instructions per
+// mma as it is (its warps are few), and 64-bit divisions per item showed up as a 10% slowdown.
 template <int KT, int WARPS>
 struct BwdStream {
   const BwdParams& p;
@@ -164,31 +169,30 @@ struct BwdStream {
         srow(warp * 16), n_chunks(n_chunks_), dy_seg(p_.dy_async ? p_.out : 8, lane_),
         x_seg(p_.x_async ? p_.in : 8, lane_), issue_chunk(blockIdx.x) {}
 
-  __device__ uint4* saved_slot(int slot) const { return reinterpret_cast<uint4*>(base) + slot * (KT * 32); }
-  __device__ uint16_t* dy_slot() const { return reinterpret_cast<uint16_t*>(base + p.dy_slot_off); }
-  __device__ uint16_t* x_slot() const { return reinterpret_cast<uint16_t*>(base + p.x_slot_off); }
+  __device__ unsigned char* slot(int i) const { return base + i * p.slot_bytes; }
 
   // Issues the next item (an empty group past the warp's last chunk or for a synchronous x / dy).
   __device__ void issue_next() {
     const int64_t r0 = issue_chunk * (WARPS * 16) + srow;
+    unsigned char* dst = slot(issue_slot);
     if (issue_chunk < n_chunks) {
       // dy and x rows past the batch land as zeros (the output layer stages g unmasked, the x staging
       // too); a saved tile past the batch does not exist, and read_saved_tile gives zeros for it.
       if (issue_pos == 0) {
-        if (p.dy_async) async_copy_rows(dy_slot(), p.dy, p.batch, p.out, r0, 16, dy_seg);
+        if (p.dy_async) async_copy_rows(reinterpret_cast<uint16_t*>(dst), p.dy, p.batch, p.out, r0, 16, dy_seg);
       } else if (issue_pos <= last) {
         if (r0 < p.batch) {
           const uint4* src = p.saved[last - issue_pos] + (r0 / 16) * KT * 32 + lane;
-          uint4* dst = saved_slot(issue_slot) + lane;
+          uint4* d = reinterpret_cast<uint4*>(dst) + lane;
 #pragma unroll
-          for (int kk = 0; kk < KT; ++kk) cp_async_16(dst + kk * 32, src + kk * 32, 16);
+          for (int kk = 0; kk < KT; ++kk) cp_async_16(d + kk * 32, src + kk * 32, 16);
         }
       } else if (p.x_async) {
-        async_copy_rows(x_slot(), p.x, p.batch, p.in, r0, 16, x_seg);
+        async_copy_rows(reinterpret_cast<uint16_t*>(dst), p.x, p.batch, p.in, r0, 16, x_seg);
       }
     }
     cp_async_commit();
-    if (issue_pos >= 1 && issue_pos <= last && ++issue_slot == p.depth) issue_slot = 0;
+    if (++issue_slot == p.depth) issue_slot = 0;
     if (++issue_pos == last + 2) {
       issue_pos = 0;
       issue_chunk += gridDim.x;
@@ -196,33 +200,32 @@ struct BwdStream {
   }
 
   // Waits until the oldest item not yet consumed has landed for every lane of the warp (the
-  // `depth` items issued ahead of it may stay in flight). Depth 0: no stream, nothing to wait for.
-  __device__ void consume() {
-    if (p.depth == 0) return;
+  // `depth` items issued ahead of it may stay in flight) and returns its slot. Depth 0: no stream,
+  // nothing to wait for (null).
+  __device__ const unsigned char* consume() {
+    if (p.depth == 0) return nullptr;
     cp_async_wait(p.depth - 1);
     __syncwarp();
+    const unsigned char* s = slot(read_slot);
+    if (++read_slot == p.depth) read_slot = 0;
+    return s;
   }
-  // The saved tile of `layer` for the warp's 16 rows at r0 (call once per saved tile, in stream
-  // order): from its slot, or with depth 0 straight from global memory. Zeros past the batch.
+  // The saved tile of `layer` for the warp's 16 rows at r0 from its consumed slot, or with depth 0
+  // straight from global memory. Zeros past the batch.
   template <int KT_>
-  __device__ void read_saved_tile(uint32_t (&s)[KT_][4], int layer, int64_t r0, bool live) {
-    const uint4* src;
-    if (p.depth == 0) {
-      src = p.saved[layer] + (r0 / 16) * KT_ * 32;
-    } else {
-      src = saved_slot(read_slot);
-      if (++read_slot == p.depth) read_slot = 0;
-    }
+  __device__ void read_saved_tile(uint32_t (&s)[KT_][4], const unsigned char* slot_p, int layer, int64_t r0,
+                                  bool live) {
+    const uint4* src = p.depth == 0 ? p.saved[layer] + (r0 / 16) * KT_ * 32 : reinterpret_cast<const uint4*>(slot_p);
 #pragma unroll
     for (int kk = 0; kk < KT_; ++kk) {
       const uint4 v = live ? src[kk * 32 + lane] : make_uint4(0, 0, 0, 0);
       s[kk][0] = v.x; s[kk][1] = v.y; s[kk][2] = v.z; s[kk][3] = v.w;
     }
   }
-  // After the consumed item's slot has been read: issues the item `depth` ahead.
+  // After the consumed item's slot has been read: issues the item `depth` ahead into it.
   __device__ void refill() {
     if (p.depth == 0) return;
-    __syncwarp();  // every lane has read the slot that the next item may reuse
+    __syncwarp();  // every lane has read the slot that the next item reuses
     issue_next();
   }
 };
@@ -257,12 +260,22 @@ __global__ void __launch_bounds__(WARPS * 32, 1) mlp_backward_kernel(const __gri
     const bool live = r0 < p.batch;
     const bool ok0 = r0 + g < p.batch, ok1 = r0 + g + 8 < p.batch;
 
-    stream.consume();  // dy: read by the output layer below, its slot kept until the next chunk
-    const uint16_t* dys = stream.dy_slot();
+    // dy: from its slot into this warp's rows of sG (free since the last reduce), where the output
+    // layer reads it and overwrites it, position by position, with g; the slot goes back at once.
+    const uint16_t* dys = reinterpret_cast<const uint16_t*>(stream.consume());
+    if (p.dy_async) {
+      const int per_row = p.out / 8, ld = async_row_stride(p.out);
+      for (int i = lane; i < 16 * per_row; i += 32) {
+        const int r = i / per_row, c = i - r * per_row;
+        *reinterpret_cast<uint4*>(sG + (srow + r) * p.sg_ld + 8 * c) =
+            *reinterpret_cast<const uint4*>(dys + r * ld + 8 * c);
+      }
+      __syncwarp();
+    }
     stream.refill();
+    const uint16_t* dyg = reinterpret_cast<const uint16_t*>(sG) + srow * p.sg_ld;  // this warp's dy rows
     uint32_t s[KT][4], h[KT][4];  // what layer last-1 saved, and its output
-    stream.consume();
-    stream.read_saved_tile(s, last - 1, r0, live);
+    stream.read_saved_tile(s, stream.consume(), last - 1, r0, live);
     stream.refill();
     saved_to_input<T, KT>(h, s, act, p.act_p);
 
@@ -272,8 +285,8 @@ __global__ void __launch_bounds__(WARPS * 32, 1) mlp_backward_kernel(const __gri
     for (int j = 0; j < NT; ++j) accg[j][0] = accg[j][1] = accg[j][2] = accg[j][3] = 0.f;
     float dn[2][4];  // dy of the next 16 columns, loaded one step ahead
     if (p.dy_async) {
-      load_c_smem<T>(dn[0], dys, p.out, 0, g, t);
-      load_c_smem<T>(dn[1], dys, p.out, 8, g, t);
+      load_c_rows<T>(dn[0], dyg, p.sg_ld, p.out, 0, g, t);
+      load_c_rows<T>(dn[1], dyg, p.sg_ld, p.out, 8, g, t);
     } else {
       load_c<T>(dn[0], p.dy, p.batch, p.out, r0, 0, g, t, p.dy_pairs);
       load_c<T>(dn[1], p.dy, p.batch, p.out, r0, 8, g, t, p.dy_pairs);
@@ -286,8 +299,8 @@ __global__ void __launch_bounds__(WARPS * 32, 1) mlp_backward_kernel(const __gri
         for (int e = 0; e < 4; ++e) d[h2][e] = dn[h2][e];
       if (jp + 1 < out_np) {
         if (p.dy_async) {
-          load_c_smem<T>(dn[0], dys, p.out, jp * 16 + 16, g, t);
-          load_c_smem<T>(dn[1], dys, p.out, jp * 16 + 24, g, t);
+          load_c_rows<T>(dn[0], dyg, p.sg_ld, p.out, jp * 16 + 16, g, t);
+          load_c_rows<T>(dn[1], dyg, p.sg_ld, p.out, jp * 16 + 24, g, t);
         } else {
           load_c<T>(dn[0], p.dy, p.batch, p.out, r0, jp * 16 + 16, g, t, p.dy_pairs);
           load_c<T>(dn[1], p.dy, p.batch, p.out, r0, jp * 16 + 24, g, t, p.dy_pairs);
@@ -328,9 +341,10 @@ __global__ void __launch_bounds__(WARPS * 32, 1) mlp_backward_kernel(const __gri
     // ---- Hidden layers, top down: layer l maps h_{l-1} (x for l = 0) to h_l, which saved s.
     for (int l = last - 1; l >= 0; --l) {
       uint32_t s2[KT][4];  // the layer below's saved fragments (landed in shared memory already)
-      stream.consume();
-      if (l >= 1) stream.read_saved_tile(s2, l - 1, r0, live);
-      const uint16_t* xs = stream.x_slot();  // l == 0: this chunk's x, read below before the next consume
+      const unsigned char* item = stream.consume();
+      if (l >= 1) stream.read_saved_tile(s2, item, l - 1, r0, live);
+      // l == 0: this chunk's x, read below before this layer's refill.
+      const uint16_t* xs = reinterpret_cast<const uint16_t*>(item);
       uint32_t ga[KT][4];
       if (act == Activation::ReLU) {
 #pragma unroll
@@ -507,12 +521,12 @@ cudaError_t plan_backward_for(const MlpConfig& c, const cuda_layout::Layout& lay
           b.x_async = depth > 0 && io && x_prefetchable;
           b.dy_async = depth > 0 && io && dy_prefetchable;
           if (io && !b.x_async && !b.dy_async) continue;  // the same plan as io = 0
-          const int saved_bytes = depth * (width / 16) * 512;
+          // One slot size for every item (dy, saved tiles, x rotate through the same slots).
+          const int tile_bytes = (width / 16) * 512;
           const int dy_bytes = b.dy_async ? int(cuda_layout::round_up(16 * async_row_stride(outw) * 2, 16)) : 0;
           const int x_bytes = b.x_async ? int(cuda_layout::round_up(16 * async_row_stride(inw) * 2, 16)) : 0;
-          b.dy_slot_off = saved_bytes;
-          b.x_slot_off = saved_bytes + dy_bytes;
-          b.stream_warp_bytes = saved_bytes + dy_bytes + x_bytes;
+          b.slot_bytes = std::max(tile_bytes, std::max(dy_bytes, x_bytes));
+          b.stream_warp_bytes = depth * b.slot_bytes;
           b.stream_off = int(staging);
           const size_t without_acc = staging + size_t(b.warps) * b.stream_warp_bytes;
           b.acc_off_smem = int(cuda_layout::round_up(int64_t(without_acc), 16));

@@ -65,7 +65,7 @@ struct BwdSmemLayout {
   // The per-warp prefetch stream (mlp_cuda_backward.cu): offsets in bytes of shared memory.
   bool x_async = false, dy_async = false;  // x / dy rows come through the stream (else from global)
   int depth = 0;              // items in flight ahead of the one being consumed (= saved-tile slots)
-  int stream_off = 0, stream_warp_bytes = 0, dy_slot_off = 0, x_slot_off = 0;
+  int stream_off = 0, stream_warp_bytes = 0, slot_bytes = 0;
   int acc_off_smem = 0;
 };
 struct BwdParams : BwdSmemLayout {
