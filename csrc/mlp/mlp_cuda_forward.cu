@@ -55,6 +55,56 @@ __device__ __forceinline__ void finish_hidden(float (&acc)[MT][W / 8][4], uint32
   }
 }
 
+// Layer 0 with x read as 16-byte row segments, two 32-column blocks at a time: lane (g, t) reads
+// columns 8t .. 8t + 7 of rows g and g + 8, the A fragments of both k-tiles of the block in layer 0's
+// k-permuted packing (mlp_cuda_layout.h). Streamed once: evict-first loads.
+template <typename T, int W, int MT>
+__device__ __forceinline__ void layer0_from_row_segments(float (&acc)[MT][W / 8][4], const FwdParams& p, int64_t row0,
+                                                         int g, int t, int lane) {
+  constexpr int NP = W / 16;
+  const uint4* xr = static_cast<const uint4*>(p.x);
+  const int in_v = p.in / 8;  // 16-byte segments per row
+  for (int c0 = 0; c0 < in_v; c0 += 8) {
+    uint4 xv[2][MT][2];
+#pragma unroll
+    for (int q = 0; q < 2; ++q)
+#pragma unroll
+      for (int m = 0; m < MT; ++m)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int64_t r = row0 + 16 * m + g + 8 * h;
+          const int c = c0 + 4 * q + t;
+          xv[q][m][h] = (r < p.batch && c < in_v) ? __ldcs(xr + r * in_v + c) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+    for (int q = 0; q < 2; ++q) {
+      if (c0 + 4 * q >= in_v) break;
+#pragma unroll
+      for (int kt = 0; kt < 2; ++kt) {
+        const uint4* wf = p.wfrag[0] + int64_t(c0 / 2 + 2 * q + kt) * NP * 32 + lane;
+        uint32_t xa[MT][4];
+#pragma unroll
+        for (int m = 0; m < MT; ++m) {
+          const uint4 lo = xv[q][m][0], hi = xv[q][m][1];
+          xa[m][0] = kt ? lo.z : lo.x;
+          xa[m][1] = kt ? hi.z : hi.x;
+          xa[m][2] = kt ? lo.w : lo.y;
+          xa[m][3] = kt ? hi.w : hi.y;
+        }
+#pragma unroll
+        for (int jp = 0; jp < NP; ++jp) {
+          const uint4 b = __ldg(wf + jp * 32);
+#pragma unroll
+          for (int m = 0; m < MT; ++m) {
+            mma_16816<T>(acc[m][2 * jp], xa[m], b.x, b.y);
+            mma_16816<T>(acc[m][2 * jp + 1], xa[m], b.z, b.w);
+          }
+        }
+      }
+    }
+  }
+}
+
 // RELU: the hidden activation is ReLU, known at compile time (see the backward: the run-time switch
 // over every activation, unrolled, makes the generic kernel several times larger than its hot loop).
 template <typename T, int W, int MT, bool TRAIN, bool RELU>
@@ -96,78 +146,35 @@ __global__ void __launch_bounds__(kFwdWarps * 32) mlp_forward_kernel(const __gri
     for (int m = 0; m < MT; ++m)
 #pragma unroll
       for (int j = 0; j < NT; ++j) bias_c(acc[m][j], p.bias[0], j * 8, t);
-    // x is read kXGroup k-tiles at a time: all loads of a group are in flight together.
+    // x as 16-byte row segments where it allows, else kXGroup k-tiles at a time (all loads of a group
+    // in flight together), from the prefetched rows or straight from global memory.
     constexpr int kXGroup = 4;
-    if (p.x_vec) {
-      // 16-byte row segments, two 32-column blocks at a time: lane (g, t) reads columns 8t .. 8t + 7
-      // of rows g and g + 8, the A fragments of both k-tiles of the block in layer 0's k-permuted
-      // packing (mlp_cuda_layout.h). Streamed once: evict-first loads.
-      const uint4* xr = static_cast<const uint4*>(p.x);
-      const int in_v = p.in / 8;  // 16-byte segments per row
-      for (int c0 = 0; c0 < in_v; c0 += 8) {
-        uint4 xv[2][MT][2];
+    if (p.x_vec) layer0_from_row_segments<T, W, MT>(acc, p, row0, g, t, lane);
+    else
+      for (int k0 = 0; k0 < in_kt; k0 += kXGroup) {
+        uint32_t xa[kXGroup][MT][4];
 #pragma unroll
-        for (int q = 0; q < 2; ++q)
-#pragma unroll
-          for (int m = 0; m < MT; ++m)
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-              const int64_t r = row0 + 16 * m + g + 8 * h;
-              const int c = c0 + 4 * q + t;
-              xv[q][m][h] = (r < p.batch && c < in_v) ? __ldcs(xr + r * in_v + c) : make_uint4(0, 0, 0, 0);
-            }
-#pragma unroll
-        for (int q = 0; q < 2; ++q) {
-          if (c0 + 4 * q >= in_v) break;
-#pragma unroll
-          for (int kt = 0; kt < 2; ++kt) {
-            const uint4* wf = p.wfrag[0] + int64_t(c0 / 2 + 2 * q + kt) * NP * 32 + lane;
-            uint32_t xa[MT][4];
-#pragma unroll
-            for (int m = 0; m < MT; ++m) {
-              const uint4 lo = xv[q][m][0], hi = xv[q][m][1];
-              xa[m][0] = kt ? lo.z : lo.x;
-              xa[m][1] = kt ? hi.z : hi.x;
-              xa[m][2] = kt ? lo.w : lo.y;
-              xa[m][3] = kt ? hi.w : hi.y;
-            }
-#pragma unroll
-            for (int jp = 0; jp < NP; ++jp) {
-              const uint4 b = __ldg(wf + jp * 32);
-#pragma unroll
-              for (int m = 0; m < MT; ++m) {
-                mma_16816<T>(acc[m][2 * jp], xa[m], b.x, b.y);
-                mma_16816<T>(acc[m][2 * jp + 1], xa[m], b.z, b.w);
-              }
-            }
-          }
-        }
-      }
-    }
-    for (int k0 = 0; k0 < (p.x_vec ? 0 : in_kt); k0 += kXGroup) {
-      uint32_t xa[kXGroup][MT][4];
-#pragma unroll
-      for (int q = 0; q < kXGroup; ++q)
-#pragma unroll
-        for (int m = 0; m < MT; ++m) {
-          if (p.x_async) load_a_smem(xa[q][m], xs, p.in, 16 * m, (k0 + q) * 16, g, t);
-          else load_a(xa[q][m], p.x, p.batch, p.in, row0 + 16 * m, (k0 + q) * 16, g, t, p.x_pairs);
-        }
-#pragma unroll
-      for (int q = 0; q < kXGroup; ++q) {
-        if (k0 + q >= in_kt) break;
-        const uint4* wf = p.wfrag[0] + int64_t(k0 + q) * NP * 32 + lane;
-#pragma unroll
-        for (int jp = 0; jp < NP; ++jp) {
-          const uint4 b = __ldg(wf + jp * 32);
+        for (int q = 0; q < kXGroup; ++q)
 #pragma unroll
           for (int m = 0; m < MT; ++m) {
-            mma_16816<T>(acc[m][2 * jp], xa[q][m], b.x, b.y);
-            mma_16816<T>(acc[m][2 * jp + 1], xa[q][m], b.z, b.w);
+            if (p.x_async) load_a_smem(xa[q][m], xs, p.in, 16 * m, (k0 + q) * 16, g, t);
+            else load_a(xa[q][m], p.x, p.batch, p.in, row0 + 16 * m, (k0 + q) * 16, g, t, p.x_pairs);
+          }
+#pragma unroll
+        for (int q = 0; q < kXGroup; ++q) {
+          if (k0 + q >= in_kt) break;
+          const uint4* wf = p.wfrag[0] + int64_t(k0 + q) * NP * 32 + lane;
+#pragma unroll
+          for (int jp = 0; jp < NP; ++jp) {
+            const uint4 b = __ldg(wf + jp * 32);
+#pragma unroll
+            for (int m = 0; m < MT; ++m) {
+              mma_16816<T>(acc[m][2 * jp], xa[q][m], b.x, b.y);
+              mma_16816<T>(acc[m][2 * jp + 1], xa[q][m], b.z, b.w);
+            }
           }
         }
       }
-    }
     finish_hidden<T, W, MT, TRAIN>(acc, a, p, act, 0, tile, lane);
 
     // Hidden layers W -> W.
@@ -199,12 +206,12 @@ __global__ void __launch_bounds__(kFwdWarps * 32) mlp_forward_kernel(const __gri
     if (p.y_stage) __syncwarp();  // every lane has read its x fragments from that buffer
     for (int jp = 0; jp < out_np; ++jp) {
       float o[MT][2][4];
-      const uint4* wf = p.wfrag[last] + int64_t(jp) * 32 + lane;
 #pragma unroll
       for (int m = 0; m < MT; ++m) {
         bias_c(o[m][0], p.bias[last], jp * 16, t);
         bias_c(o[m][1], p.bias[last], jp * 16 + 8, t);
       }
+      const uint4* wf = p.wfrag[last] + int64_t(jp) * 32 + lane;
 #pragma unroll
       for (int kk = 0; kk < KT; ++kk) {
         const uint4 b = __ldg(wf + int64_t(kk) * out_np * 32);

@@ -25,6 +25,8 @@ struct PackJob {              // B(k, n) = src[k * sk + n * sn], k < K, n < N; z
   uint4* dst;                 // frag_words(K, N) words (mlp_cuda_layout.h); round_up(K, 32) rows if perm_k32
   bool perm_k32 = false;      // k-permuted within 32-row blocks (mlp_cuda_layout.h, layer 0 with x_vec)
 };
+// Rows of k a job packs: K, or whole 32-row blocks when k-permuted.
+PCT_HD int pack_k_rows(const PackJob& j) { return j.perm_k32 ? int(cuda_layout::round_up(j.K, 32)) : j.K; }
 struct BiasJob {
   const void* src;            // null: a layer without bias (zeros)
   int n, n_pad;

@@ -95,7 +95,7 @@ struct Layout {
   int64_t bytes = 0;
 };
 
-inline int64_t frag_words(int k, int n) { return ceil_div(k, 16) * ceil_div(n, 16) * 32; }
+PCT_HD int64_t frag_words(int k, int n) { return ceil_div(k, 16) * ceil_div(n, 16) * 32; }
 
 // grid_blocks: the backward grid (one accumulator slab per block); 0 for the forward.
 inline Layout make_layout(const MlpConfig& c, bool backward, int64_t grid_blocks) {
@@ -104,7 +104,7 @@ inline Layout make_layout(const MlpConfig& c, bool backward, int64_t grid_blocks
   int64_t words = 0;
   for (int l = 0; l < c.n_layers; ++l) {
     s.fwd_frag[l] = words;
-    // Layer 0 in whole 32-row k-blocks: the forward may pack it k-permuted (kPermK32).
+    // Layer 0 in whole 32-row k-blocks: the forward may pack it k-permuted (PackJob::perm_k32).
     words += frag_words(l == 0 ? int(round_up(c.widths[0], 32)) : c.widths[l], c.widths[l + 1]);
   }
   if (backward) {

@@ -26,8 +26,7 @@ __global__ void pack_kernel(const __grid_constant__ PackParams p) {
     const PackJob& j = p.job[y];
     const uint16_t* src = static_cast<const uint16_t*>(j.src);
     const int np = (j.N + 15) / 16;
-    const int k_tiles = j.perm_k32 ? (j.K + 31) / 32 * 2 : (j.K + 15) / 16;
-    const int64_t words = int64_t(k_tiles) * np * 32;
+    const int64_t words = cuda_layout::frag_words(pack_k_rows(j), j.N);
     for (int64_t w = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; w < words; w += int64_t(gridDim.x) * blockDim.x) {
       const int lane = int(w % 32), jp = int((w / 32) % np), kk = int(w / (32 * int64_t(np)));
       const int g = lane >> 2, t = lane & 3;
@@ -56,7 +55,7 @@ __global__ void pack_kernel(const __grid_constant__ PackParams p) {
 cudaError_t launch_pack(DType dtype, const PackParams& p, cudaStream_t stream) {
   int64_t most = 0;
   for (int i = 0; i < p.n_jobs; ++i)
-    most = std::max<int64_t>(most, cuda_layout::frag_words(int(cuda_layout::round_up(p.job[i].K, 32)), p.job[i].N));
+    most = std::max<int64_t>(most, cuda_layout::frag_words(pack_k_rows(p.job[i]), p.job[i].N));
   for (int i = 0; i < p.n_bias; ++i) most = std::max<int64_t>(most, p.bias[i].n_pad);
   const int threads = 256;
   dim3 grid(unsigned(std::min<int64_t>(std::max<int64_t>(cuda_layout::ceil_div(most, threads), 1), 1024)),
