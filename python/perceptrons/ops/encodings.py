@@ -22,6 +22,7 @@ from torch import Tensor
 
 from .. import _C
 from ..kernels.encodings import EncodingSpec
+from .direct_call import call_op
 from .function_signature import cache_forward_signature
 from .transforms import in_functorch_transform
 
@@ -176,8 +177,7 @@ def _check_rows(x: Tensor, spec: EncodingSpec):
                          f"{tuple(x.shape)} {x.dtype}")
 
 
-@torch.library.custom_op("perceptrons::encoding_forward", mutates_args=(), device_types="cpu")
-def encoding_forward(x: Tensor, encoding: list[float]) -> Tensor:
+def _encoding_forward_cpu(x: Tensor, encoding: list[float]) -> Tensor:
     spec = spec_of(tuple(encoding))
     _check_rows(x, spec)
     x = x.contiguous()
@@ -187,13 +187,16 @@ def encoding_forward(x: Tensor, encoding: list[float]) -> Tensor:
     return y
 
 
+encoding_forward = torch.library.custom_op("perceptrons::encoding_forward", mutates_args=(),
+                                           device_types="cpu")(_encoding_forward_cpu)
+
+
 @encoding_forward.register_fake
 def _(x, encoding):
     return x.new_empty((x.shape[0], spec_of(tuple(encoding)).out_features))
 
 
-@torch.library.custom_op("perceptrons::encoding_backward", mutates_args=(), device_types="cpu")
-def encoding_backward(dy: Tensor, x: Tensor, encoding: list[float]) -> Tensor:
+def _encoding_backward_cpu(dy: Tensor, x: Tensor, encoding: list[float]) -> Tensor:
     spec = spec_of(tuple(encoding))
     _check_rows(x, spec)
     if dy.shape != (x.shape[0], spec.out_features):
@@ -204,6 +207,10 @@ def encoding_backward(dy: Tensor, x: Tensor, encoding: list[float]) -> Tensor:
         _C.encoding_backward_cpu(list(encoding), _DTYPE_CODES[x.dtype], x.shape[0], x.data_ptr(), dy.data_ptr(),
                                  dx.data_ptr())
     return dx
+
+
+encoding_backward = torch.library.custom_op("perceptrons::encoding_backward", mutates_args=(),
+                                            device_types="cpu")(_encoding_backward_cpu)
 
 
 @encoding_backward.register_fake
@@ -217,7 +224,7 @@ class EncodingFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x, encoding):
-        return encoding_forward(x, list(encoding))
+        return call_op(encoding_forward, _encoding_forward_cpu, x.device, (x,), x, list(encoding))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -241,7 +248,7 @@ class EncodingFunction(torch.autograd.Function):
             return None, None
         if torch.is_grad_enabled():  # a graph of this backward is wanted: differentiable torch ops
             return composite_encode_backward(dy, x, spec_of(ctx.encoding)), None
-        return encoding_backward(dy, x, list(ctx.encoding)), None
+        return call_op(encoding_backward, _encoding_backward_cpu, x.device, (dy, x), dy, x, list(ctx.encoding)), None
 
 
 def check_input(x: Tensor, spec: EncodingSpec):
@@ -268,5 +275,5 @@ def encode(x: Tensor, spec: EncodingSpec) -> Tensor:
     elif torch.is_grad_enabled() and x2.requires_grad:
         y = EncodingFunction.apply(x2, tuple(spec.codes()))
     else:
-        y = encoding_forward(x2, list(spec.codes()))
+        y = call_op(encoding_forward, _encoding_forward_cpu, x2.device, (x2,), x2, list(spec.codes()))
     return y.reshape(*lead, spec.out_features)

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from .. import _C
 from ..kernels.kan import MODES
+from .direct_call import call_op
 from .function_signature import cache_forward_signature
 from .transforms import forward_mode_active
 
@@ -31,8 +32,7 @@ def _sizes(x, spline_weight, spline_order, mode):
     return (_DTYPE_CODES[x.dtype], in_, out, nb - spline_order, spline_order, MODES[mode])
 
 
-@torch.library.custom_op("perceptrons::kan_forward", mutates_args=(), device_types="cpu")
-def kan_forward(x: Tensor, grid: Tensor, base_weight: Tensor, spline_weight: Tensor, spline_scaler: Tensor,
+def _kan_forward_cpu(x: Tensor, grid: Tensor, base_weight: Tensor, spline_weight: Tensor, spline_scaler: Tensor,
                 spline_order: int, mode: str) -> Tensor:
     y = x.new_empty((x.shape[0], spline_weight.shape[0]))
     _C.kan_forward_cpu(*_sizes(x, spline_weight, spline_order, mode), x.shape[0], _ptr(x), _ptr(grid),
@@ -40,13 +40,16 @@ def kan_forward(x: Tensor, grid: Tensor, base_weight: Tensor, spline_weight: Ten
     return y
 
 
+kan_forward = torch.library.custom_op("perceptrons::kan_forward", mutates_args=(),
+                                      device_types="cpu")(_kan_forward_cpu)
+
+
 @kan_forward.register_fake
 def _(x, grid, base_weight, spline_weight, spline_scaler, spline_order, mode):
     return x.new_empty((x.shape[0], spline_weight.shape[0]))
 
 
-@torch.library.custom_op("perceptrons::kan_backward", mutates_args=(), device_types="cpu")
-def kan_backward(dy: Tensor, x: Tensor, grid: Tensor, base_weight: Tensor, spline_weight: Tensor,
+def _kan_backward_cpu(dy: Tensor, x: Tensor, grid: Tensor, base_weight: Tensor, spline_weight: Tensor,
                  spline_scaler: Tensor, spline_order: int, mode: str,
                  need_dx: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     dy = dy.contiguous()
@@ -56,6 +59,10 @@ def kan_backward(dy: Tensor, x: Tensor, grid: Tensor, base_weight: Tensor, splin
                         _ptr(base_weight), _ptr(spline_weight), _ptr(spline_scaler), _ptr(dy), _ptr(dx), _ptr(dbw),
                         _ptr(dsw), _ptr(dss))
     return dx, dbw, dsw, dss
+
+
+kan_backward = torch.library.custom_op("perceptrons::kan_backward", mutates_args=(),
+                                       device_types="cpu")(_kan_backward_cpu)
 
 
 @kan_backward.register_fake
@@ -149,7 +156,8 @@ def composite_backward(dy, x, grid, base_weight, spline_weight, spline_scaler, s
 class KANFunction(torch.autograd.Function):
     @staticmethod
     def forward(x, grid, base_weight, spline_weight, spline_scaler, spline_order, mode):
-        return kan_forward(x, grid, base_weight, spline_weight, spline_scaler, spline_order, mode)
+        return call_op(kan_forward, _kan_forward_cpu, x.device, (x, grid, base_weight, spline_weight, spline_scaler),
+                       x, grid, base_weight, spline_weight, spline_scaler, spline_order, mode)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -167,7 +175,8 @@ class KANFunction(torch.autograd.Function):
             # A graph of this backward is wanted: the same gradients as differentiable torch ops.
             dx, dbw, dsw, dss = composite_backward(dy, x, grid, bw, sw, ss, k, mode, need_dx)
         else:
-            dx, dbw, dsw, dss = kan_backward(dy, x, grid, bw, sw, ss, k, mode, need_dx)
+            dx, dbw, dsw, dss = call_op(kan_backward, _kan_backward_cpu, x.device, (dy, x, grid, bw, sw, ss), dy, x,
+                                        grid, bw, sw, ss, k, mode, need_dx)
             dx = dx if need_dx else None
             dss = dss if has_ss else None
         return dx, None, dbw, dsw, dss, None, None
@@ -222,5 +231,5 @@ def kan_linear(x: Tensor, grid: Tensor, base_weight: Tensor, spline_weight: Tens
     elif torch.is_grad_enabled() and any(t.requires_grad for t in (x2, base_weight, spline_weight, ss)):
         y = KANFunction.apply(*args)
     else:
-        y = kan_forward(*args)
+        y = call_op(kan_forward, _kan_forward_cpu, x2.device, args[:5], *args)
     return y.reshape(*lead, y.shape[-1])

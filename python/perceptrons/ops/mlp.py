@@ -34,6 +34,7 @@ from ..kernels import MLPSpec
 from ..kernels.encodings import EncodingSpec
 from .encodings import check_input as _check_encoding_input
 from .encodings import composite_encode, composite_encode_backward, encode, spec_of
+from .direct_call import call_op
 from .function_signature import cache_forward_signature
 from .transforms import forward_mode_active
 
@@ -124,8 +125,7 @@ def _workspace(x: Tensor, spec: MLPSpec, backward: bool) -> Tensor:
 
 # ---- custom ops --------------------------------------------------------------------------------
 
-@torch.library.custom_op("perceptrons::mlp_forward", mutates_args=(), device_types="cpu")
-def mlp_forward(x: Tensor, weights: list[Tensor], biases: list[Tensor], activation: str, activation_param: float,
+def _mlp_forward_cpu(x: Tensor, weights: list[Tensor], biases: list[Tensor], activation: str, activation_param: float,
                 output_activation: str, output_activation_param: float, encoding: list[float]) -> Tensor:
     _check_cpu(x, weights, encoding)
     spec = _spec(x, weights, activation, activation_param, output_activation, output_activation_param)
@@ -133,6 +133,10 @@ def mlp_forward(x: Tensor, weights: list[Tensor], biases: list[Tensor], activati
     _C.mlp_forward_cpu(_DTYPE_CODES[x.dtype], spec.widths, *spec.codes(), x.shape[0], _ptr(x),
                        [_ptr(w) for w in weights], [_ptr(b) for b in biases], _ptr(y), [], list(encoding))
     return y
+
+
+mlp_forward = torch.library.custom_op("perceptrons::mlp_forward", mutates_args=(),
+                                      device_types="cpu")(_mlp_forward_cpu)
 
 
 def _forward_cuda(x, weights, biases, spec, saved):
@@ -164,8 +168,7 @@ def _(x, weights, biases, activation, activation_param, output_activation, outpu
     return x.new_empty((x.shape[0], weights[-1].shape[0]))
 
 
-@torch.library.custom_op("perceptrons::mlp_forward_train", mutates_args=(), device_types="cpu")
-def mlp_forward_train(x: Tensor, weights: list[Tensor], biases: list[Tensor], activation: str,
+def _mlp_forward_train_cpu(x: Tensor, weights: list[Tensor], biases: list[Tensor], activation: str,
                       activation_param: float, output_activation: str,
                       output_activation_param: float, encoding: list[float]) -> tuple[Tensor, list[Tensor]]:
     _check_cpu(x, weights, encoding)
@@ -176,6 +179,10 @@ def mlp_forward_train(x: Tensor, weights: list[Tensor], biases: list[Tensor], ac
                        [_ptr(w) for w in weights], [_ptr(b) for b in biases], _ptr(y), [_ptr(s) for s in saved],
                        list(encoding))
     return y, saved
+
+
+mlp_forward_train = torch.library.custom_op("perceptrons::mlp_forward_train", mutates_args=(),
+                                            device_types="cpu")(_mlp_forward_train_cpu)
 
 
 @mlp_forward_train.register_kernel("cuda")
@@ -193,8 +200,7 @@ def _(x, weights, biases, activation, activation_param, output_activation, outpu
     return x.new_empty((x.shape[0], spec.widths[-1])), [x.new_empty((n,)) for n in _saved_numels(spec, x)]
 
 
-@torch.library.custom_op("perceptrons::mlp_backward", mutates_args=(), device_types="cpu")
-def mlp_backward(dy: Tensor, x: Tensor, y: Tensor, saved: list[Tensor], weights: list[Tensor], biases: list[Tensor],
+def _mlp_backward_cpu(dy: Tensor, x: Tensor, y: Tensor, saved: list[Tensor], weights: list[Tensor], biases: list[Tensor],
                  activation: str, activation_param: float, output_activation: str, output_activation_param: float,
                  need_dx: bool, encoding: list[float]) -> tuple[Tensor, list[Tensor], list[Tensor]]:
     _check_cpu(x, weights, encoding)
@@ -207,6 +213,10 @@ def mlp_backward(dy: Tensor, x: Tensor, y: Tensor, saved: list[Tensor], weights:
                         [_ptr(s) for s in saved], _ptr(dy), [_ptr(w) for w in weights], _ptr(dx), [_ptr(w) for w in dws],
                         [_ptr(b) for b in dbs], list(encoding))
     return dx, dws, dbs
+
+
+mlp_backward = torch.library.custom_op("perceptrons::mlp_backward", mutates_args=(),
+                                       device_types="cpu")(_mlp_backward_cpu)
 
 
 @mlp_backward.register_kernel("cuda")
@@ -334,8 +344,8 @@ class FusedMLPFunction(torch.autograd.Function):
     @staticmethod
     def forward(x, activation, activation_param, output_activation, output_activation_param, encoding, n, *params):
         weights, biases = list(params[:n]), list(params[n:])
-        y, saved = mlp_forward_train(x, weights, biases, activation, activation_param, output_activation,
-                                     output_activation_param, list(encoding))
+        y, saved = call_op(mlp_forward_train, _mlp_forward_train_cpu, x.device, (x, *params), x, weights, biases,
+                           activation, activation_param, output_activation, output_activation_param, list(encoding))
         return y, *saved
 
     @staticmethod
@@ -363,8 +373,8 @@ class FusedMLPFunction(torch.autograd.Function):
             dx, dws, dbs = composite_backward(dy, x, list(weights), list(biases), *ctx.config, need_dx,
                                               encoding=ctx.encoding)
         else:
-            dx, dws, dbs = mlp_backward(dy, x, y, saved, list(weights), list(biases), *ctx.config, need_dx,
-                                        list(ctx.encoding))
+            dx, dws, dbs = call_op(mlp_backward, _mlp_backward_cpu, x.device, (dy, x, y, *rest), dy, x, y, saved,
+                                   list(weights), list(biases), *ctx.config, need_dx, list(ctx.encoding))
         grads_b = [db if b.numel() else None for db, b in zip(dbs, biases)]
         return (dx if need_dx else None, None, None, None, None, None, None, *dws, *grads_b)
 
@@ -470,5 +480,6 @@ def fused_mlp(x: Tensor, weights: Sequence[Tensor], biases: Optional[Sequence[Op
     elif needs_grad:
         y = FusedMLPFunction.apply(x2, act, p, out_act, out_p, codes, len(weights), *weights, *bs)[0]
     else:
-        y = mlp_forward(x2, weights, bs, act, p, out_act, out_p, list(codes))
+        y = call_op(mlp_forward, _mlp_forward_cpu, x2.device, (x2, *weights, *bs), x2, weights, bs, act, p, out_act,
+                    out_p, list(codes))
     return y.reshape(*lead, y.shape[-1])

@@ -22,6 +22,7 @@ from torch import Tensor
 from .. import _C
 from ..kernels import MLPSpec
 from ..routing import GRANULARITIES, Routing
+from .direct_call import call_op
 from .function_signature import cache_forward_signature
 from .mlp import _DTYPE_CODES, _act_torch, _cached_spec, _ptr
 
@@ -61,8 +62,7 @@ def _x_stride(x: Tensor) -> int:
 
 # ---- custom ops --------------------------------------------------------------------------------
 
-@torch.library.custom_op("perceptrons::routed_mlp_forward_train", mutates_args=(), device_types="cpu")
-def routed_mlp_forward_train(x: Tensor, weights: List[Tensor], biases: List[Tensor], ints: List[int],
+def _routed_mlp_forward_train_cpu(x: Tensor, weights: List[Tensor], biases: List[Tensor], ints: List[int],
                              tables: List[Tensor], example_ids: Tensor, activation: str, activation_param: float,
                              output_activation: str, output_activation_param: float) -> tuple[Tensor, List[Tensor]]:
     spec = _spec(x, weights, activation, activation_param, output_activation, output_activation_param)
@@ -75,6 +75,10 @@ def routed_mlp_forward_train(x: Tensor, weights: List[Tensor], biases: List[Tens
     return y, saved
 
 
+routed_mlp_forward_train = torch.library.custom_op("perceptrons::routed_mlp_forward_train", mutates_args=(),
+                                                   device_types="cpu")(_routed_mlp_forward_train_cpu)
+
+
 @routed_mlp_forward_train.register_fake
 def _(x, weights, biases, ints, tables, example_ids, activation, activation_param, output_activation,
       output_activation_param):
@@ -85,8 +89,7 @@ def _(x, weights, biases, ints, tables, example_ids, activation, activation_para
     return x.new_empty((M, B, spec.widths[-1])), [x.new_empty((M * n,)) for n in spec.saved_numels(B)]
 
 
-@torch.library.custom_op("perceptrons::routed_mlp_backward", mutates_args=(), device_types="cpu")
-def routed_mlp_backward(dy: Tensor, x: Tensor, y: Tensor, saved: List[Tensor], weights: List[Tensor],
+def _routed_mlp_backward_cpu(dy: Tensor, x: Tensor, y: Tensor, saved: List[Tensor], weights: List[Tensor],
                         biases: List[Tensor], ints: List[int], tables: List[Tensor], example_ids: Tensor,
                         activation: str, activation_param: float, output_activation: str,
                         output_activation_param: float, need_dx: bool) -> tuple[Tensor, List[Tensor], List[Tensor]]:
@@ -101,6 +104,10 @@ def routed_mlp_backward(dy: Tensor, x: Tensor, y: Tensor, saved: List[Tensor], w
                                [_ptr(w) for w in weights], [_ptr(b) for b in biases], _ptr(dx),
                                [_ptr(w) for w in dws], [_ptr(b) for b in dbs] if biases else [0] * len(weights))
     return dx, dws, dbs
+
+
+routed_mlp_backward = torch.library.custom_op("perceptrons::routed_mlp_backward", mutates_args=(),
+                                              device_types="cpu")(_routed_mlp_backward_cpu)
 
 
 @routed_mlp_backward.register_fake
@@ -162,7 +169,8 @@ class RoutedMLPFunction(torch.autograd.Function):
     @staticmethod
     def forward(x, ints, tables, example_ids, routing, config, n, *params):
         weights, biases = list(params[:n]), list(params[n:])
-        y, saved = routed_mlp_forward_train(x, weights, biases, ints, tables, example_ids, *config)
+        y, saved = call_op(routed_mlp_forward_train, _routed_mlp_forward_train_cpu, x.device, (x, *params), x,
+                           weights, biases, ints, tables, example_ids, *config)
         return y, *saved
 
     @staticmethod
@@ -187,8 +195,9 @@ class RoutedMLPFunction(torch.autograd.Function):
             # A graph of this backward is wanted (create_graph=True): differentiate the composite.
             dx, dws, dbs = _composite_grads(ctx, dy, x, list(weights), list(biases), example_ids, need_dx)
         else:
-            dx, dws, dbs = routed_mlp_backward(dy, x, y, list(saved), list(weights), list(biases), ctx.ints,
-                                               list(tables), example_ids, *ctx.config, need_dx)
+            dx, dws, dbs = call_op(routed_mlp_backward, _routed_mlp_backward_cpu, x.device, (dy, x, *rest), dy, x, y,
+                                   list(saved), list(weights), list(biases), ctx.ints, list(tables), example_ids,
+                                   *ctx.config, need_dx)
             if need_dx and x.dim() == 2:
                 dx = dx.sum(0)                 # the same batch fed every stream
         return (dx if need_dx else None, None, None, None, None, None, None, *dws, *dbs)
