@@ -119,6 +119,25 @@ constexpr int mb_max_for(int nv) {
   return nv == 1 ? 8 : kAccRegs / nv < kMaxMB ? kAccRegs / nv : kMaxMB;
 }
 
+// Where a GEMM's B rows are. Row k at b + k * ld: packed weights, tiles, saved activations.
+template <typename T>
+struct StridedRows {
+  const T* b;
+  long ld;
+  const T* row(int k) const { return b + k * ld; }
+  StridedRows shifted(int cols) const { return {b + cols, ld}; }
+};
+// Row k wherever a table says: a routed model's weight rows, which live in different copies (read in
+// place instead of copied into a strided buffer first; at unit granularity that copy cost more than
+// the backward's arithmetic).
+template <typename T>
+struct RowTable {
+  const T* const* rows;
+  long col;
+  const T* row(int k) const { return rows[k] + col; }
+  RowTable shifted(int cols) const { return {rows, col + cols}; }
+};
+
 // How a micro-tile's accumulators start.
 enum class Init { Zero, Row, Load };  // Row: broadcast a row vector (the bias); Load: C += A B
 // What is applied in registers before the store. Other activations run as a separate pass.
@@ -126,11 +145,11 @@ enum class Epi { Store, ReLU, Leaky };
 
 // C[m][n] (Init) + sum_k A(m, k) * B[k][n] for an MB x (NV vectors) micro-tile. A is read as
 // broadcast scalars at a[m*sam + k*sak], so the same kernel serves W x, W^T g and the
-// weight-gradient outer products; B rows are contiguous. Stores at most n_store columns.
-template <typename T, int MB, int NV>
-void gemm_micro(int K, const T* __restrict a, long sam, long sak, const T* __restrict b, long ldb,
-                T* __restrict c, long ldc, int n_store, Init init, const T* __restrict init_row,
-                Epi epi, T ep) {
+// weight-gradient outer products; each B row is contiguous (BRows says where row k starts). Stores at
+// most n_store columns.
+template <typename T, int MB, int NV, typename BRows>
+void gemm_micro(int K, const T* __restrict a, long sam, long sak, BRows b, T* __restrict c, long ldc,
+                int n_store, Init init, const T* __restrict init_row, Epi epi, T ep) {
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int VL = S::L;
@@ -155,8 +174,9 @@ void gemm_micro(int K, const T* __restrict a, long sam, long sak, const T* __res
   }
   for (int k = 0; k < K; ++k) {
     V bv[NV];
+    const T* __restrict bk = b.row(k);
 #pragma GCC unroll 16
-    for (int j = 0; j < NV; ++j) bv[j] = S::load(b + k * ldb + j * VL);
+    for (int j = 0; j < NV; ++j) bv[j] = S::load(bk + j * VL);
     const T* ak = a + k * sak;
 #pragma GCC unroll 16
     for (int m = 0; m < MB; ++m) {
@@ -195,14 +215,14 @@ void gemm_micro(int K, const T* __restrict a, long sam, long sak, const T* __res
   }
 }
 
-template <typename T>
-using GemmMicroFn = void (*)(int, const T*, long, long, const T*, long, T*, long, int, Init, const T*, Epi, T);
+template <typename T, typename BRows>
+using GemmMicroFn = void (*)(int, const T*, long, long, BRows, T*, long, int, Init, const T*, Epi, T);
 
-template <typename T, int NV>
-GemmMicroFn<T> pick_micro(int mb) {
+template <typename T, typename BRows, int NV>
+GemmMicroFn<T, BRows> pick_micro(int mb) {
   constexpr int X = mb_max_for(NV);
 #define PCT_MB_CASE(k) \
-  case k: return &gemm_micro<T, (k < X ? k : X), NV>;
+  case k: return &gemm_micro<T, (k < X ? k : X), NV, BRows>;
   switch (mb) {
     PCT_MB_CASE(1) PCT_MB_CASE(2) PCT_MB_CASE(3) PCT_MB_CASE(4) PCT_MB_CASE(5) PCT_MB_CASE(6)
     PCT_MB_CASE(7) PCT_MB_CASE(8) PCT_MB_CASE(9) PCT_MB_CASE(10) PCT_MB_CASE(11) PCT_MB_CASE(12)
@@ -211,22 +231,22 @@ GemmMicroFn<T> pick_micro(int mb) {
   return nullptr;
 }
 
-template <typename T>
-GemmMicroFn<T> pick_micro(int nv, int mb) {
+template <typename T, typename BRows>
+GemmMicroFn<T, BRows> pick_micro(int nv, int mb) {
   switch (nv) {
-    case 1: return pick_micro<T, 1>(mb);
-    case 2: return pick_micro<T, (2 <= kMaxNV ? 2 : kMaxNV)>(mb);
-    case 3: return pick_micro<T, (3 <= kMaxNV ? 3 : kMaxNV)>(mb);
-    default: return pick_micro<T, kMaxNV>(mb);
+    case 1: return pick_micro<T, BRows, 1>(mb);
+    case 2: return pick_micro<T, BRows, (2 <= kMaxNV ? 2 : kMaxNV)>(mb);
+    case 3: return pick_micro<T, BRows, (3 <= kMaxNV ? 3 : kMaxNV)>(mb);
+    default: return pick_micro<T, BRows, kMaxNV>(mb);
   }
 }
 
 // C (M x N) = Init + A (M x K) B (K x N), cut into register micro-tiles. B rows must be readable up
 // to N rounded up to the vector length (tiles and packed weights are padded for this); C gets at
 // most n_store columns per row (n_store >= N for padded buffers, N for the user's arrays).
-template <typename T>
-void gemm(int M, int N, int K, const T* a, long sam, long sak, const T* b, long ldb, T* c, long ldc,
-          int n_store, Init init, const T* init_row, Epi epi, T ep) {
+template <typename T, typename BRows>
+void gemm_rows(int M, int N, int K, const T* a, long sam, long sak, BRows b, T* c, long ldc, int n_store,
+               Init init, const T* init_row, Epi epi, T ep) {
   constexpr int VL = Simd<T>::L;
   const int nvec = (N + VL - 1) / VL;
   for (int j0 = 0; j0 < nvec; j0 += kMaxNV) {
@@ -234,15 +254,22 @@ void gemm(int M, int N, int K, const T* a, long sam, long sak, const T* b, long 
     const int mbx = mb_max_for(nv);
     const int store_here = n_store - j0 * VL;
     const T* row = init_row ? init_row + j0 * VL : nullptr;
-    GemmMicroFn<T> full = pick_micro<T>(nv, mbx);
+    const BRows bj = b.shifted(j0 * VL);
+    GemmMicroFn<T, BRows> full = pick_micro<T, BRows>(nv, mbx);
     int m0 = 0;
     for (; m0 + mbx <= M; m0 += mbx)
-      full(K, a + m0 * sam, sam, sak, b + j0 * VL, ldb, c + m0 * ldc + j0 * VL, ldc, store_here, init,
-           row, epi, ep);
+      full(K, a + m0 * sam, sam, sak, bj, c + m0 * ldc + j0 * VL, ldc, store_here, init, row, epi, ep);
     if (m0 < M)
-      pick_micro<T>(nv, M - m0)(K, a + m0 * sam, sam, sak, b + j0 * VL, ldb, c + m0 * ldc + j0 * VL,
-                                ldc, store_here, init, row, epi, ep);
+      pick_micro<T, BRows>(nv, M - m0)(K, a + m0 * sam, sam, sak, bj, c + m0 * ldc + j0 * VL, ldc, store_here,
+                                       init, row, epi, ep);
   }
+}
+
+// The same with B rows at b + k * ldb.
+template <typename T>
+void gemm(int M, int N, int K, const T* a, long sam, long sak, const T* b, long ldb, T* c, long ldc,
+          int n_store, Init init, const T* init_row, Epi epi, T ep) {
+  gemm_rows<T>(M, N, K, a, sam, sak, StridedRows<T>{b, ldb}, c, ldc, n_store, init, init_row, epi, ep);
 }
 
 // Logistic sigmoid of n values (in and out may alias). float: a vector exp (Cody-Waite reduction and a

@@ -288,18 +288,26 @@ void forward_impl(const MlpForwardArgs& args, const Layout& lay, void* ws_raw) {
 // ---------------------------------------------------------------------------------------------
 
 // The backward reads W as it is stored, (out, in), with rows padded to kPad. Where in is a multiple
-// of kPad the user's W already has that layout and is read in place: the copy would cost as much as
-// the arithmetic at small batches (a routed MLP runs one such call per stream and step).
+// of kPad the user's W already has that layout and is read in place, through its row table when it
+// has one (a unit-routed model): the copy would cost as much as the arithmetic at small batches (a
+// routed MLP runs one such call per stream and step).
+template <typename T>
+struct BackwardW {
+  const T* w[kMaxLayers] = {};            // rows at w[l] + o * pad(in) (packed or the user's W) ...
+  const T* const* rows[kMaxLayers] = {};  // ... or, when set, at rows[l][o] (the user's row table)
+};
+
 template <typename T>
 bool backward_reads_w_in_place(const Net<T>& n, int l) {
-  return n.w(l) % cpu::kPad == 0 && !n.W_rows[l];
+  return n.w(l) % cpu::kPad == 0;
 }
 
 template <typename T>
-void pack_backward(const Net<T>& n, const Layout& lay, T* ws, const T* (&packed)[kMaxLayers]) {
+void pack_backward(const Net<T>& n, const Layout& lay, T* ws, BackwardW<T>& packed) {
   for (int l = 0; l < n.L; ++l) {
     if (backward_reads_w_in_place(n, l)) {
-      packed[l] = n.W[l];
+      packed.w[l] = n.W[l];
+      packed.rows[l] = n.W_rows[l];
       continue;
     }
     const int wi = n.w(l), wo = n.w(l + 1);
@@ -310,12 +318,12 @@ void pack_backward(const Net<T>& n, const Layout& lay, T* ws, const T* (&packed)
       for (int i = 0; i < wi; ++i) wp[o * ldi + i] = row[i];
       for (long i = wi; i < ldi; ++i) wp[o * ldi + i] = T(0);
     }
-    packed[l] = wp;
+    packed.w[l] = wp;
   }
 }
 
 template <typename T>
-void backward_tile(const Net<T>& n, const MlpBackwardArgs& args, const Layout& lay, const T* const* packed,
+void backward_tile(const Net<T>& n, const MlpBackwardArgs& args, const Layout& lay, const BackwardW<T>& packed,
                    T* slot, int64_t r0, int rows, T* bufG, T* bufG2, T* bufH) {
   constexpr int VL = Simd<T>::L;
   const MlpConfig& c = *n.cfg;
@@ -409,8 +417,12 @@ void backward_tile(const Net<T>& n, const MlpBackwardArgs& args, const Layout& l
     T* dst = to_dx ? dx + r0 * wi : g2;
     const long ld_dst = to_dx ? wi : ldt;
     const int n_store = to_dx ? wi : (wi + VL - 1) / VL * VL;
-    gemm<T>(rows, wi, wo, g, ldt, 1, packed[l], pad(wi), dst, ld_dst, n_store, Init::Zero,
-            nullptr, Epi::Store, T(0));
+    if (packed.rows[l])
+      gemm_rows<T>(rows, wi, wo, g, ldt, 1, RowTable<T>{packed.rows[l], 0}, dst, ld_dst, n_store, Init::Zero,
+                   nullptr, Epi::Store, T(0));
+    else
+      gemm<T>(rows, wi, wo, g, ldt, 1, packed.w[l], pad(wi), dst, ld_dst, n_store, Init::Zero, nullptr,
+              Epi::Store, T(0));
     if (l == 0 && !to_dx)
       enc::encode_rows_backward(c.encoding, x + r0 * n_in, n_in, rows, g2, ldt, 1, dx + r0 * n_in);
     if (l > 0) {
@@ -429,7 +441,7 @@ void backward_impl(const MlpBackwardArgs& args, const Layout& lay, void* ws_raw)
   const Net<T> n = make_net<T>(args.cfg, args.params);
   const MlpConfig& c = args.cfg;
   T* ws = static_cast<T*>(ws_raw);
-  const T* packed[kMaxLayers] = {};
+  BackwardW<T> packed;
   pack_backward(n, lay, ws, packed);
   const int64_t tiles = cpu::n_tiles(args.batch);
   const int S = lay.slots;
