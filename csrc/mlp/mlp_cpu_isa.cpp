@@ -274,7 +274,10 @@ void forward_impl(const MlpForwardArgs& args, const Layout& lay, void* ws_raw) {
     T* mine = ws + lay.threads_base + int64_t(thread_id()) * lay.per_thread;
     T* bufA = mine;
     T* bufB = mine + kTileRows * lay.tile_ld;
-#pragma omp for schedule(static)
+    // Tiles are handed out two at a time rather than split in halves up front: on a shared machine one
+    // thread is often preempted for a while, and a static split then waits for it (measured, 2^16 rows,
+    // 2 threads: median 4.35-5.75 ms static, 4.45-4.49 ms dynamic, over two repetitions).
+#pragma omp for schedule(dynamic, 2)
     for (int64_t t = 0; t < tiles; ++t) {
       const int64_t r0 = t * kTileRows;
       const int rows = int(args.batch - r0 < kTileRows ? args.batch - r0 : kTileRows);
@@ -452,7 +455,9 @@ void backward_impl(const MlpBackwardArgs& args, const Layout& lay, void* ws_raw)
     T* bufG = mine;
     T* bufG2 = mine + kTileRows * lay.tile_ld;
     T* bufH = mine + 2 * kTileRows * lay.tile_ld;
-#pragma omp for schedule(static)
+    // Slots are handed out one at a time (which thread runs a slot changes nothing in its sum): with
+    // a static split, a thread that the machine preempts holds back the whole call.
+#pragma omp for schedule(dynamic, 1)
     for (int s = 0; s < S; ++s) {
       T* slot = slot0 + int64_t(s) * lay.slot_elems;
       for (int64_t e = 0; e < lay.slot_elems; ++e) slot[e] = T(0);
