@@ -371,6 +371,31 @@ def test_committee_epoch_matches_reference(K_, granularity, sampler):
     assert total_updates > 0
 
 
+@pytest.mark.parametrize("sampler", ["rotation", "birkhoff"])
+def test_committee_edge_epoch_with_many_copies_matches_reference(sampler):
+    """Edge routing with M >= 32 copies and an epoch of >= 8 patterns runs weight-major (H transposed
+    for the epoch; rotation tables as contiguous runs, other tables indexed): the same bits and
+    update counts as the reference, clipped and not, for float64 and float32."""
+    M, K_, N, P = 33, 3, 19, 12
+    rng = rng_for("committee weight-major", sampler)
+    patterns, labels = committee_problem(K_, N, P, rng)
+    Q = ring_gaussian(M, 2.0) if sampler == "rotation" else random_ds(M, 3)
+    H0 = rng.integers(-3, 4, size=(M, K_, N)) * 0.5
+    H0[0, 0, :3] = np.nan                          # NaN reads as -1 and stays NaN
+    for h_max in (0.0, 2.0):
+        routing = Routing(M, Q, "edge", "example", "annealed", sampler, seed=int(rng.integers(0, 2 ** 32)))
+        order = np.concatenate([rng.permutation(P), rng.permutation(P)[:5]])
+        all_owners = routing.owners(0, K_, N, 3, np.arange(P))[..., :N]
+        for dt, eta in ((np.float64, 1.0), (np.float32, 0.5)):
+            H, H_ref = H0.astype(dt), H0.astype(dt)
+            got = KR.committee_epoch(routing, H, patterns, labels, order, eta=eta, margin=0.2, h_max=h_max, step=3)
+            want = RR.committee_epoch(H_ref, patterns, labels, order, lambda mu: all_owners[mu], eta=eta,
+                                      margin=0.2, h_max=h_max)
+            tag = f"{sampler} h_max={h_max} {np.dtype(dt).name}"
+            assert got == want > 0, f"update count {got} != {want}: {tag}"
+            np.testing.assert_array_equal(H, H_ref, err_msg=tag)
+
+
 def test_committee_identity_routing_is_independent_perceptrons():
     """Q = I: copy m learns alone; with M = 1 its H is what a plain clipped perceptron rule gives."""
     rng = rng_for("perceptron")
@@ -426,10 +451,10 @@ def test_committee_layer_routing_only_relabels_streams():
 
 def test_committee_is_deterministic_across_threads():
     rng = rng_for("committee threads")
-    M, K_, N, P = 8, 3, 301, 20          # M K N >= 4096: the parallel path
+    K_, N, P = 3, 301, 20                # M K N >= 4096: the parallel path
     patterns, labels = committee_problem(K_, N, P, rng)
-    H0 = rng.standard_normal((M, K_, N))
-    for g in GRANULARITIES:
+    for M, g in itertools.product((8, 32), GRANULARITIES):   # edge with M = 32: weight-major
+        H0 = rng.standard_normal((M, K_, N))
         routing = Routing(M, ring_gaussian(M, 1.5), g, "example", "annealed", seed=3)
         out = []
         for threads in (1, 2):
@@ -438,7 +463,7 @@ def test_committee_is_deterministic_across_threads():
                 n = KR.committee_epoch(routing, H, patterns, labels, np.arange(P), margin=0.2, step=1)
                 out.append((n, H))
         assert out[0][0] == out[1][0]
-        np.testing.assert_array_equal(out[0][1], out[1][1], err_msg=g)
+        np.testing.assert_array_equal(out[0][1], out[1][1], err_msg=f"M={M} {g}")
 
 
 # ---- bad inputs ----------------------------------------------------------------------------------
