@@ -11,7 +11,9 @@
 #include <omp.h>
 #endif
 
+#include "common/cpu_dispatch.h"
 #include "routed/routed_blocks.h"
+#include "routed/routed_uniforms_isa.h"
 
 namespace perceptrons {
 namespace routed {
@@ -90,13 +92,6 @@ void update_routed(T* __restrict H, const int32_t* __restrict perm, const int8_t
   }
 }
 
-// The first uniform of edge blocks (unit k, weights [i0, i1)) of one pattern, u[i - i0]: the draws
-// block_uniform(key, 0) makes one at a time, in a loop without calls or branches.
-void edge_uniforms(uint32_t seed, uint32_t step, uint32_t example, uint32_t unit, int i0, int i1,
-                   double* __restrict u) {
-  for (int i = i0; i < i1; ++i)
-    u[i - i0] = philox::routed_uniform(seed, step, example, 0u, unit, uint32_t(i), 0u);
-}
 
 // ---- edge blocks, weight-major -------------------------------------------------------------------
 //
@@ -162,6 +157,7 @@ void update_weight(T* __restrict h, int s, const int32_t* __restrict p, const in
 template <typename T>
 Status epoch_edge_weight_major(const CommitteeEpochArgs& a) {
   const RoutingArgs& r = a.routing;
+  const EdgeUniformsFn edge_uniforms = edge_uniforms_for_active_isa();
   const Sampler& smp = r.sampler;
   const int M = r.M, K = a.K, N = a.N;
   const int64_t W = int64_t(K) * N;
@@ -245,6 +241,7 @@ Status epoch_edge_weight_major(const CommitteeEpochArgs& a) {
 template <typename T>
 Status epoch(const CommitteeEpochArgs& a) {
   const RoutingArgs& r = a.routing;
+  const EdgeUniformsFn edge_uniforms = edge_uniforms_for_active_isa();
   const int M = r.M, K = a.K, N = a.N;
   const Granularity g = r.granularity;
   if (g == Granularity::Edge && r.sampler.kind == SamplerKind::Table && a.n_order >= kWeightMajorMinPatterns &&
@@ -356,6 +353,15 @@ Status epoch(const CommitteeEpochArgs& a) {
 }
 
 }  // namespace
+
+EdgeUniformsFn edge_uniforms_for_active_isa() {
+  const IsaKernels<EdgeUniformsFn> k{&isa_generic::edge_uniforms, PERCEPTRONS_IF_AVX2(&isa_avx2::edge_uniforms),
+                                     PERCEPTRONS_IF_AVX512(&isa_avx512::edge_uniforms)};
+  const CpuIsa isa = cpu_isa_active();
+  if (isa == CpuIsa::AVX512 && k.avx512) return k.avx512;
+  if (isa == CpuIsa::AVX2 && k.avx2) return k.avx2;
+  return k.generic;
+}
 
 Status routed_committee_epoch_cpu(const CommitteeEpochArgs& a) {
   Status s = check_routing(a.routing);

@@ -396,6 +396,28 @@ def test_committee_edge_epoch_with_many_copies_matches_reference(sampler):
             np.testing.assert_array_equal(H, H_ref, err_msg=tag)
 
 
+@pytest.mark.parametrize("M", [4, 33], ids=["copy-major", "weight-major"])
+def test_committee_edge_epoch_is_the_same_on_every_isa(M):
+    """The edge blocks' uniforms come from a per-ISA Philox loop: every instruction set gives the
+    generic build's bits (and the reference's)."""
+    K_, N, P = 3, 45, 10
+    rng = rng_for("committee isa", M)
+    patterns, labels = committee_problem(K_, N, P, rng)
+    H0 = rng.standard_normal((M, K_, N))
+    routing = Routing(M, ring_gaussian(M, 1.5), "edge", "example", "annealed", seed=11)
+    order = rng.permutation(P)
+    all_owners = routing.owners(0, K_, N, 2, np.arange(P))[..., :N]
+    H_ref = H0.copy()
+    want = RR.committee_epoch(H_ref, patterns, labels, order, lambda mu: all_owners[mu], eta=1.0, margin=0.1,
+                              h_max=1.5)
+    for isa in ISAS:
+        with cpu_isa(isa):
+            H = H0.copy()
+            got = KR.committee_epoch(routing, H, patterns, labels, order, margin=0.1, h_max=1.5, step=2)
+        assert got == want > 0, isa
+        np.testing.assert_array_equal(H, H_ref, err_msg=isa)
+
+
 def test_committee_identity_routing_is_independent_perceptrons():
     """Q = I: copy m learns alone; with M = 1 its H is what a plain clipped perceptron rule gives."""
     rng = rng_for("perceptron")
