@@ -130,3 +130,34 @@ def test_plain_eager_calls_take_the_direct_path(monkeypatch):
     with OpLog():
         model(torch.randn(8, 4)).sum().backward()
     assert calls == []
+
+
+def test_fake_tensor_mode_runs_the_modules_through_the_ops():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode():
+        routed = RoutedMLP(4, 5, 3, 16, 2, routing="unit", Q=ring_gaussian(4, 1.0), seed=3)
+        y = routed(torch.randn(4, 7, 5), step=0)
+        fused = FusedMLP(5, 3, 16, 2)
+        z = fused(torch.randn(9, 5))
+        routed.eval()
+        y_eval = routed(torch.randn(7, 5))
+    assert y.shape == (4, 7, 3) and z.shape == (9, 3) and y_eval.shape == (4, 7, 3)
+
+
+def test_negative_views_are_materialised_by_the_dispatcher():
+    # A negative-bit view is a plain Tensor whose memory holds -value: the kernels must not read it raw.
+    torch.manual_seed(1)
+    model = FusedMLP(4, 2, 16, 1)
+    x = torch.randn(8, 4)
+    lazy = torch._neg_view(x)
+    assert dispatcher_needed((lazy,)) and dispatcher_needed((torch._efficientzerotensor((2, 2)),))
+    with torch.no_grad():
+        torch.testing.assert_close(model(lazy), model(-x), rtol=0, atol=0)
+
+
+def test_the_legacy_profiler_also_keeps_the_ops():
+    model = FusedMLP(4, 2, 16, 1)
+    with torch.autograd.profiler_legacy.profile() as prof:
+        model(torch.randn(8, 4)).sum().backward()
+    names = {e.key for e in prof.key_averages()}
+    assert "perceptrons::mlp_forward_train" in names and "perceptrons::mlp_backward" in names, sorted(names)

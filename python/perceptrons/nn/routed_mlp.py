@@ -15,9 +15,12 @@ from ..routing import Routing
 from .fused_mlp import layer_widths
 
 INFERENCE_MODES = ("mean", "copy", "vote", "center")
-# "No example ids" for the ops (routing keyed on positions in the batch); never written, so one tensor
-# serves every call.
-_NO_EXAMPLE_IDS = torch.empty(0, dtype=torch.int64)
+
+
+def _no_example_ids() -> Tensor:
+    """'No example ids' for the ops (routing keyed on positions in the batch). Made per call, not
+    shared: under FakeTensorMode a tensor made outside the mode is refused."""
+    return torch.empty(0, dtype=torch.int64)
 
 
 def _parameters_of(plist: nn.ParameterList) -> list:
@@ -128,7 +131,7 @@ class RoutedMLP(nn.Module):
 
     def _example_ids(self, example_ids, batch: int) -> Tensor:
         if example_ids is None:
-            return _NO_EXAMPLE_IDS
+            return _no_example_ids()
         ids = torch.as_tensor(example_ids)
         if ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
             raise TypeError(f"example_ids: expected an integer tensor, got {ids.dtype}")
@@ -151,7 +154,7 @@ class RoutedMLP(nn.Module):
         weights, biases = self._params()
         x = self._check_x(x, weights[0])
         if not self.training:
-            return self._routed(x, weights, biases, self._identity, 0, 0, _NO_EXAMPLE_IDS)
+            return self._routed(x, weights, biases, self._identity, 0, 0, _no_example_ids())
         if step is None:
             step = self.step
             # Into the instance dict directly: nn.Module.__setattr__ first searches the parameter,
@@ -189,7 +192,7 @@ class RoutedMLP(nn.Module):
         if mode == "center":
             return self.center_forward(x)
         weights, biases = self._params()
-        y = self._routed(self._check_x(x, weights[0]), weights, biases, self._identity, 0, 0, _NO_EXAMPLE_IDS)
+        y = self._routed(self._check_x(x, weights[0]), weights, biases, self._identity, 0, 0, _no_example_ids())
         if mode == "mean":
             return y.mean(0)
         classes = y.argmax(-1)                                    # (M, B)

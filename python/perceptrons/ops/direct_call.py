@@ -11,11 +11,14 @@ autograd Functions call an op's CPU implementation directly only when the call i
 - not traced by dynamo (torch.compile), torch.jit.trace or a dispatch / torch-function mode (fake
   tensors, FlopCounterMode, non-strict export, proxies), and no functorch transform is active;
 - no profiler is running, so profiles still show the op by name;
-- every tensor is a plain Tensor or Parameter (a subclass may override dispatch).
+- every tensor is a plain Tensor or Parameter (a subclass may override dispatch) with no lazy
+  negative or conjugate bit and not a zero tensor (the dispatcher materialises those first).
 Inside an autograd.Function's forward and backward, grad mode is off, so the op's autograd kernel
 would only have redispatched. The result is the same call of the same function either way.
 
-CUDA calls keep the dispatcher until the direct path has been measured and tested on a GPU.
+A kernel that a user registers over one of our ops with torch.library is not seen by the direct
+path (it calls our implementation). CUDA calls keep the dispatcher until the direct path has been
+measured and tested on a GPU.
 """
 from __future__ import annotations
 
@@ -23,7 +26,6 @@ from typing import Callable, Iterable
 
 import torch
 from torch import Tensor
-from torch.autograd import profiler as _profiler
 
 _PLAIN_TENSOR_TYPES = (Tensor, torch.nn.Parameter)
 
@@ -35,9 +37,12 @@ def dispatcher_needed(tensors: Iterable[Tensor]) -> bool:
         return True
     if C._are_functorch_transforms_active() or C._get_tracing_state() is not None:
         return True
-    if _profiler._is_profiler_enabled:
+    if C._autograd._profiler_enabled():  # any profiler, the legacy one and C++-started ones included
         return True
-    return any(type(t) not in _PLAIN_TENSOR_TYPES for t in tensors)
+    for t in tensors:
+        if type(t) not in _PLAIN_TENSOR_TYPES or t.is_neg() or t.is_conj() or t._is_zerotensor():
+            return True
+    return False
 
 
 def call_op(op: Callable, cpu_impl: Callable, device: torch.device, tensors: Iterable[Tensor], *args):

@@ -169,7 +169,8 @@ class RoutedMLPFunction(torch.autograd.Function):
     @staticmethod
     def forward(x, ints, tables, example_ids, routing, config, n, *params):
         weights, biases = list(params[:n]), list(params[n:])
-        y, saved = call_op(routed_mlp_forward_train, _routed_mlp_forward_train_cpu, x.device, (x, *params), x,
+        y, saved = call_op(routed_mlp_forward_train, _routed_mlp_forward_train_cpu, x.device,
+                           (x, example_ids, *tables, *params), x,
                            weights, biases, ints, tables, example_ids, *config)
         return y, *saved
 
