@@ -279,3 +279,26 @@ def test_opcheck_on_every_op():
     dy = torch.randn_like(y)
     torch.library.opcheck(mlp_ops.mlp_backward, (dy, x, y, saved, weights, biases, *args, True, []))
     torch.library.opcheck(mlp_ops.mlp_backward, (dy, x, y, saved, weights, biases, *args, False, []))
+
+
+@pytest.mark.parametrize("kind", ["parametrize", "hook"])
+def test_reparametrized_layers_are_read_through_their_attribute(kind):
+    """FusedMLP reads plain layers' tensors from their parameter dicts (fast path); a weight computed
+    by a parametrization or a weight-norm hook must still be what the kernel sees."""
+    torch.manual_seed(3)
+    model = FusedMLP(4, 3, 16, 2, dtype=torch.float64)
+    if kind == "parametrize":
+        torch.nn.utils.parametrizations.weight_norm(model.layers[1])
+    else:
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.nn.utils.weight_norm(model.layers[1])
+    with torch.no_grad():  # make the computed weight differ from anything stored under "weight"
+        g = model.layers[1].parametrizations.weight.original0 if kind == "parametrize" else model.layers[1].weight_g
+        g.mul_(2.0)
+    x = torch.randn(5, 4, dtype=torch.float64)
+    seq = nn.Sequential(model.layers[0], nn.ReLU(), model.layers[1], nn.ReLU(), model.layers[2])
+    if kind == "hook":
+        seq(x)  # the weight-norm hook recomputes .weight on the layer's own forward
+    torch.testing.assert_close(model(x), seq(x), rtol=1e-12, atol=1e-12)
