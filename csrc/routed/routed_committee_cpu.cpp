@@ -11,9 +11,9 @@
 #include <omp.h>
 #endif
 
-#include "common/cpu_dispatch.h"
+#include "common/cpu_isa.h"
 #include "routed/routed_blocks.h"
-#include "routed/routed_uniforms_isa.h"
+#include "routed/routed_edges_isa.h"
 
 namespace perceptrons {
 namespace routed {
@@ -157,7 +157,7 @@ void update_weight(T* __restrict h, int s, const int32_t* __restrict p, const in
 template <typename T>
 Status epoch_edge_weight_major(const CommitteeEpochArgs& a) {
   const RoutingArgs& r = a.routing;
-  const EdgeUniformsFn edge_uniforms = edge_uniforms_for_active_isa();
+  const auto edge_uniforms = edge_kernels_for_active_isa(T()).uniforms;
   const Sampler& smp = r.sampler;
   const int M = r.M, K = a.K, N = a.N;
   const int64_t W = int64_t(K) * N;
@@ -241,7 +241,8 @@ Status epoch_edge_weight_major(const CommitteeEpochArgs& a) {
 template <typename T>
 Status epoch(const CommitteeEpochArgs& a) {
   const RoutingArgs& r = a.routing;
-  const EdgeUniformsFn edge_uniforms = edge_uniforms_for_active_isa();
+  const EdgeKernels<T> edge_isa = edge_kernels_for_active_isa(T());
+  const auto edge_uniforms = edge_isa.uniforms;
   const int M = r.M, K = a.K, N = a.N;
   const Granularity g = r.granularity;
   if (g == Granularity::Edge && r.sampler.kind == SamplerKind::Table && a.n_order >= kWeightMajorMinPatterns &&
@@ -253,7 +254,13 @@ Status epoch(const CommitteeEpochArgs& a) {
   const bool table = r.sampler.kind == SamplerKind::Table;
   std::vector<int32_t> perms(size_t(table ? 0 : n_blk * M));
   std::vector<const int32_t*> perm_of(static_cast<size_t>(n_blk));
-  std::vector<int8_t> seen(size_t(M) * K * N);  // the binary weights each stream reads, (M, K, N)
+  // Edge blocks from a table: each run of weights' share of every stream's fields, (K, n_eblk, M),
+  // summed as they are gathered. Otherwise the binary weights each stream reads, (M, K, N).
+  const bool edge_table = g == Granularity::Edge && table;
+  constexpr int kEdgeBlock = 64;  // weights per work item of the edge loops
+  const int n_eblk = (N + kEdgeBlock - 1) / kEdgeBlock;
+  std::vector<int32_t> edge_fields(edge_table ? size_t(K) * n_eblk * M : 0);
+  std::vector<int8_t> seen(edge_table ? 0 : size_t(M) * K * N);
   std::vector<int64_t> stab(size_t(M) * K);
   std::vector<int> chosen(size_t(M), -1);
   T* H = static_cast<T*>(a.H);
@@ -263,8 +270,6 @@ Status epoch(const CommitteeEpochArgs& a) {
   auto row = [&](int64_t c, int k) { return H + (c * K + k) * int64_t(N); };  // copy c, unit k
 #pragma omp parallel if (int64_t(M) * K * N >= 4096 || (g == Granularity::Edge && n_blk >= 512))
   {
-  constexpr int kEdgeBlock = 64;  // weights per work item of the edge loops
-  const int n_eblk = (N + kEdgeBlock - 1) / kEdgeBlock;
   for (int64_t t = 0; t < a.n_order; ++t) {
     const int64_t mu = a.order[t];
     const int8_t* xi = a.patterns + mu * N;
@@ -278,9 +283,9 @@ Status epoch(const CommitteeEpochArgs& a) {
         perm_of[size_t(b)] = perms.data() + b * M;
       }
     };
-    if (g == Granularity::Edge && table) {
-      // Two passes per run of weights: every block's uniform (Philox, a straight-line loop over the
-      // weights that the compiler vectorises), then the table lookups.
+    if (edge_table) {
+      // One work item per run of weights: every block's uniform (Philox), the table lookups, then
+      // every stream's share of its field over the run (per-ISA loops, routed_edges_isa.h).
 #pragma omp for schedule(static) collapse(2)
       for (int k = 0; k < K; ++k)
         for (int eb = 0; eb < n_eblk; ++eb) {
@@ -289,6 +294,8 @@ Status epoch(const CommitteeEpochArgs& a) {
           edge_uniforms(r.seed, r.step, uint32_t(mu), uint32_t(k), i0, i1, u);
           for (int i = i0; i < i1; ++i)
             perm_of[size_t(int64_t(k) * N + i)] = r.sampler.perms + int64_t(table_index(r.sampler, u[i - i0])) * M;
+          edge_isa.fields(H, perm_of.data() + int64_t(k) * N, xi, M, int64_t(K) * N, int64_t(k) * N, i0, i1,
+                          edge_fields.data() + (int64_t(k) * n_eblk + eb) * M);
         }
     } else if (g == Granularity::Edge) {  // nested, so the block's (unit, weight) needs no division
 #pragma omp for schedule(static) collapse(2)
@@ -299,28 +306,38 @@ Status epoch(const CommitteeEpochArgs& a) {
       for (int64_t b = 0; b < n_blk; ++b) draw(b, g == Granularity::Layer ? 0 : int(b), 0);
     }
     // What every stream sees: layer and unit blocks read whole rows of one copy, edge blocks gather
-    // entry i from copy perm[i][m].
-    if (g != Granularity::Edge) {
+    // entry i from copy perm[i][m] (from a table: summed above).
+    if (!edge_table) {
+      if (g != Granularity::Edge) {
+#pragma omp for schedule(static) collapse(2)
+        for (int m = 0; m < M; ++m)
+          for (int k = 0; k < K; ++k) {
+            signs(row(perm_of[g == Granularity::Layer ? 0 : size_t(k)][m], k), seen.data() + (int64_t(m) * K + k) * N,
+                  N);
+          }
+      } else {
+#pragma omp for schedule(static) collapse(2)
+        for (int k = 0; k < K; ++k)
+          for (int eb = 0; eb < n_eblk; ++eb) {
+            const int i0 = eb * kEdgeBlock, i1 = i0 + kEdgeBlock < N ? i0 + kEdgeBlock : N;
+            signs_routed(H, perm_of.data() + int64_t(k) * N, seen.data(), M, K, k, N, i0, i1);
+          }
+      }
 #pragma omp for schedule(static) collapse(2)
       for (int m = 0; m < M; ++m)
         for (int k = 0; k < K; ++k) {
-          signs(row(perm_of[g == Granularity::Layer ? 0 : size_t(k)][m], k), seen.data() + (int64_t(m) * K + k) * N, N);
-        }
-    } else {
-#pragma omp for schedule(static) collapse(2)
-      for (int k = 0; k < K; ++k)
-        for (int eb = 0; eb < n_eblk; ++eb) {
-          const int i0 = eb * kEdgeBlock, i1 = i0 + kEdgeBlock < N ? i0 + kEdgeBlock : N;
-          signs_routed(H, perm_of.data() + int64_t(k) * N, seen.data(), M, K, k, N, i0, i1);
+          stab[size_t(m) * K + k] = int64_t(y) * dot_pm1(seen.data() + (int64_t(m) * K + k) * N, xi, N);
         }
     }
-#pragma omp for schedule(static) collapse(2)
-    for (int m = 0; m < M; ++m)
-      for (int k = 0; k < K; ++k) {
-        stab[size_t(m) * K + k] = int64_t(y) * dot_pm1(seen.data() + (int64_t(m) * K + k) * N, xi, N);
-      }
 #pragma omp single
     for (int m = 0; m < M; ++m) {
+      if (edge_table) {
+        for (int k = 0; k < K; ++k) {
+          int64_t field = 0;
+          for (int eb = 0; eb < n_eblk; ++eb) field += edge_fields[size_t((int64_t(k) * n_eblk + eb) * M + m)];
+          stab[size_t(m) * K + k] = int64_t(y) * field;
+        }
+      }
       int agree = 0, best = -1;
       for (int k = 0; k < K; ++k) {
         const int64_t s = stab[size_t(m) * K + k];
@@ -354,14 +371,23 @@ Status epoch(const CommitteeEpochArgs& a) {
 
 }  // namespace
 
-EdgeUniformsFn edge_uniforms_for_active_isa() {
-  const IsaKernels<EdgeUniformsFn> k{&isa_generic::edge_uniforms, PERCEPTRONS_IF_AVX2(&isa_avx2::edge_uniforms),
-                                     PERCEPTRONS_IF_AVX512(&isa_avx512::edge_uniforms)};
+namespace {
+template <typename T>
+EdgeKernels<T> edge_kernels() {
+  using Fields = void (*)(const T*, const int32_t* const*, const int8_t*, int, int64_t, int64_t, int, int, int32_t*);
   const CpuIsa isa = cpu_isa_active();
-  if (isa == CpuIsa::AVX512 && k.avx512) return k.avx512;
-  if (isa == CpuIsa::AVX2 && k.avx2) return k.avx2;
-  return k.generic;
+#ifdef PERCEPTRONS_HAVE_ISA_AVX512
+  if (isa == CpuIsa::AVX512) return {&isa_avx512::edge_uniforms, static_cast<Fields>(&isa_avx512::edge_fields)};
+#endif
+#ifdef PERCEPTRONS_HAVE_ISA_AVX2
+  if (isa == CpuIsa::AVX2) return {&isa_avx2::edge_uniforms, static_cast<Fields>(&isa_avx2::edge_fields)};
+#endif
+  return {&isa_generic::edge_uniforms, static_cast<Fields>(&isa_generic::edge_fields)};
 }
+}  // namespace
+
+EdgeKernels<float> edge_kernels_for_active_isa(float) { return edge_kernels<float>(); }
+EdgeKernels<double> edge_kernels_for_active_isa(double) { return edge_kernels<double>(); }
 
 Status routed_committee_epoch_cpu(const CommitteeEpochArgs& a) {
   Status s = check_routing(a.routing);

@@ -396,10 +396,11 @@ def test_committee_edge_epoch_with_many_copies_matches_reference(sampler):
             np.testing.assert_array_equal(H, H_ref, err_msg=tag)
 
 
-@pytest.mark.parametrize("M", [4, 33], ids=["copy-major", "weight-major"])
+@pytest.mark.parametrize("M", [4, 12, 33], ids=["copy-major-4", "copy-major-12", "weight-major"])
 def test_committee_edge_epoch_is_the_same_on_every_isa(M):
-    """The edge blocks' uniforms come from a per-ISA Philox loop: every instruction set gives the
-    generic build's bits (and the reference's)."""
+    """The edge blocks' uniforms and (copy-major) fields come from per-ISA loops, gathers of 8 streams
+    under a lane mask on AVX-512: every instruction set gives the generic build's bits (and the
+    reference's), with fewer streams than a vector (4) and a vector plus a remainder (12)."""
     K_, N, P = 3, 45, 10
     rng = rng_for("committee isa", M)
     patterns, labels = committee_problem(K_, N, P, rng)
