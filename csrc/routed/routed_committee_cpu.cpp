@@ -92,6 +92,35 @@ void update_routed(T* __restrict H, const int32_t* __restrict perm, const int8_t
   }
 }
 
+constexpr int kEdgeBlock = 64;  // weights per work item of the edge loops
+
+// The table permutation of every edge block of one run (unit k, weights [i0, i1)) of pattern mu, as
+// f(i, table row): the blocks' uniforms first (Philox, per-ISA loop), then the table lookups.
+template <typename F>
+void for_edge_table_rows(EdgeUniformsFn uniforms, const RoutingArgs& r, int64_t mu, int k, int i0, int i1, F&& f) {
+  double u[kEdgeBlock];
+  uniforms(r.seed, r.step, uint32_t(mu), uint32_t(k), i0, i1, u);
+  for (int i = i0; i < i1; ++i) f(i, table_index(r.sampler, u[i - i0]));
+}
+
+// Stream m's field of unit k from the runs' shares, laid out (K, n_eblk, M).
+int64_t summed_field(const std::vector<int32_t>& shares, int k, int n_eblk, int M, int m) {
+  int64_t field = 0;
+  for (int eb = 0; eb < n_eblk; ++eb) field += shares[size_t((int64_t(k) * n_eblk + eb) * M + m)];
+  return field;
+}
+
+// The rule's choice for one stream from its K stabilities: -1 when more than half of the units
+// agree (stability above the threshold), else the disagreeing unit with the largest stability (the
+// lowest k on ties).
+int least_action_unit(const int64_t* stab, int K, double threshold) {
+  int agree = 0, best = -1;
+  for (int k = 0; k < K; ++k) {
+    if (double(stab[k]) > threshold) ++agree;
+    else if (best < 0 || stab[k] > stab[best]) best = k;
+  }
+  return 2 * agree > K ? -1 : best;
+}
 
 // ---- edge blocks, weight-major -------------------------------------------------------------------
 //
@@ -164,7 +193,6 @@ Status epoch_edge_weight_major(const CommitteeEpochArgs& a) {
   T* H = static_cast<T*>(a.H);
   std::vector<T> Hw(size_t(W * M));
   const std::vector<int> shifts = rotation_shifts(smp);
-  constexpr int kEdgeBlock = 64;  // weights per work item
   const int n_eblk = (N + kEdgeBlock - 1) / kEdgeBlock;
   std::vector<int32_t> table_row(static_cast<size_t>(W));       // each weight's table permutation
   std::vector<int32_t> fields(size_t(K) * n_eblk * M);          // (K, n_eblk, M) partial fields
@@ -187,31 +215,20 @@ Status epoch_edge_weight_major(const CommitteeEpochArgs& a) {
       for (int k = 0; k < K; ++k)
         for (int eb = 0; eb < n_eblk; ++eb) {
           const int i0 = eb * kEdgeBlock, i1 = i0 + kEdgeBlock < N ? i0 + kEdgeBlock : N;
-          double u[kEdgeBlock];
-          edge_uniforms(r.seed, r.step, uint32_t(mu), uint32_t(k), i0, i1, u);
           int32_t* f = fields.data() + (int64_t(k) * n_eblk + eb) * M;
           for (int m = 0; m < M; ++m) f[m] = 0;
-          for (int i = i0; i < i1; ++i) {
+          for_edge_table_rows(edge_uniforms, r, mu, k, i0, i1, [&](int i, int tr) {
             const int64_t w = int64_t(k) * N + i;
-            const int tr = table_index(smp, u[i - i0]);
             table_row[size_t(w)] = tr;
             add_weight_field(Hw.data() + w * M, shifts.empty() ? -1 : shifts[size_t(tr)],
                              smp.perms + int64_t(tr) * M, int32_t(xi[i]), M, f);
-          }
+          });
         }
 #pragma omp single
       {
         for (int m = 0; m < M; ++m) {
-          int agree = 0, best = -1;
-          for (int k = 0; k < K; ++k) {
-            int64_t field = 0;
-            for (int eb = 0; eb < n_eblk; ++eb) field += fields[size_t((int64_t(k) * n_eblk + eb) * M + m)];
-            const int64_t st = int64_t(y) * field;
-            stab[size_t(m) * K + k] = st;
-            if (double(st) > threshold) ++agree;
-            else if (best < 0 || st > stab[size_t(m) * K + best]) best = k;
-          }
-          chosen[size_t(m)] = 2 * agree > K ? -1 : best;
+          for (int k = 0; k < K; ++k) stab[size_t(m) * K + k] = int64_t(y) * summed_field(fields, k, n_eblk, M, m);
+          chosen[size_t(m)] = least_action_unit(stab.data() + size_t(m) * K, K, threshold);
           n_updates += chosen[size_t(m)] >= 0;
         }
         for (int k = 0; k < K; ++k)
@@ -242,7 +259,6 @@ template <typename T>
 Status epoch(const CommitteeEpochArgs& a) {
   const RoutingArgs& r = a.routing;
   const EdgeKernels<T> edge_isa = edge_kernels_for_active_isa(T());
-  const auto edge_uniforms = edge_isa.uniforms;
   const int M = r.M, K = a.K, N = a.N;
   const Granularity g = r.granularity;
   if (g == Granularity::Edge && r.sampler.kind == SamplerKind::Table && a.n_order >= kWeightMajorMinPatterns &&
@@ -257,7 +273,6 @@ Status epoch(const CommitteeEpochArgs& a) {
   // Edge blocks from a table: each run of weights' share of every stream's fields, (K, n_eblk, M),
   // summed as they are gathered. Otherwise the binary weights each stream reads, (M, K, N).
   const bool edge_table = g == Granularity::Edge && table;
-  constexpr int kEdgeBlock = 64;  // weights per work item of the edge loops
   const int n_eblk = (N + kEdgeBlock - 1) / kEdgeBlock;
   std::vector<int32_t> edge_fields(edge_table ? size_t(K) * n_eblk * M : 0);
   std::vector<int8_t> seen(edge_table ? 0 : size_t(M) * K * N);
@@ -290,10 +305,9 @@ Status epoch(const CommitteeEpochArgs& a) {
       for (int k = 0; k < K; ++k)
         for (int eb = 0; eb < n_eblk; ++eb) {
           const int i0 = eb * kEdgeBlock, i1 = i0 + kEdgeBlock < N ? i0 + kEdgeBlock : N;
-          double u[kEdgeBlock];
-          edge_uniforms(r.seed, r.step, uint32_t(mu), uint32_t(k), i0, i1, u);
-          for (int i = i0; i < i1; ++i)
-            perm_of[size_t(int64_t(k) * N + i)] = r.sampler.perms + int64_t(table_index(r.sampler, u[i - i0])) * M;
+          for_edge_table_rows(edge_isa.uniforms, r, mu, k, i0, i1, [&](int i, int tr) {
+            perm_of[size_t(int64_t(k) * N + i)] = r.sampler.perms + int64_t(tr) * M;
+          });
           edge_isa.fields(H, perm_of.data() + int64_t(k) * N, xi, M, int64_t(K) * N, int64_t(k) * N, i0, i1,
                           edge_fields.data() + (int64_t(k) * n_eblk + eb) * M);
         }
@@ -331,20 +345,9 @@ Status epoch(const CommitteeEpochArgs& a) {
     }
 #pragma omp single
     for (int m = 0; m < M; ++m) {
-      if (edge_table) {
-        for (int k = 0; k < K; ++k) {
-          int64_t field = 0;
-          for (int eb = 0; eb < n_eblk; ++eb) field += edge_fields[size_t((int64_t(k) * n_eblk + eb) * M + m)];
-          stab[size_t(m) * K + k] = int64_t(y) * field;
-        }
-      }
-      int agree = 0, best = -1;
-      for (int k = 0; k < K; ++k) {
-        const int64_t s = stab[size_t(m) * K + k];
-        if (double(s) > threshold) ++agree;
-        else if (best < 0 || s > stab[size_t(m) * K + best]) best = k;
-      }
-      chosen[size_t(m)] = 2 * agree > K ? -1 : best;
+      if (edge_table)
+        for (int k = 0; k < K; ++k) stab[size_t(m) * K + k] = int64_t(y) * summed_field(edge_fields, k, n_eblk, M, m);
+      chosen[size_t(m)] = least_action_unit(stab.data() + size_t(m) * K, K, threshold);
       updates += chosen[size_t(m)] >= 0;
     }
     // Messages back to the copies they were read from: streams write disjoint entries.

@@ -30,9 +30,10 @@ PERCEPTRONS_DECLARE_ROUTED_EDGES_ISA(isa_avx512)
 
 namespace perceptrons {
 namespace routed {
+using EdgeUniformsFn = void (*)(uint32_t, uint32_t, uint32_t, uint32_t, int, int, double*);
 template <typename T>
 struct EdgeKernels {
-  void (*uniforms)(uint32_t, uint32_t, uint32_t, uint32_t, int, int, double*);
+  EdgeUniformsFn uniforms;
   void (*fields)(const T*, const int32_t* const*, const int8_t*, int, int64_t, int64_t, int, int, int32_t*);
 };
 EdgeKernels<float> edge_kernels_for_active_isa(float);
