@@ -52,8 +52,17 @@ def nominal_core_peak(isa: str, mhz) -> dict:
 
 
 def git_commit(path: str):
-    """HEAD of the repository holding `path` and whether its work tree differs from it, or None."""
+    """HEAD of the repository holding `path` and whether its work tree differs from it, or None.
+
+    None too when `path` sits in some other repository: an installed (non-editable) package lies in
+    site-packages, which may belong to the Python installation's own git tree (pyenv's does), and
+    that tree's HEAD says nothing about the kernels timed."""
     try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        ours = os.path.join(top, "python", "perceptrons", "benchmarks")
+        if not (os.path.isdir(ours) and os.path.samefile(ours, path)):
+            return None
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=path,
