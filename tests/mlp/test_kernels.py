@@ -217,3 +217,34 @@ def test_relu_of_negative_zero_is_positive_zero_as_in_the_reference(dtype, width
             y = K.mlp_forward(K.MLPSpec(widths, "relu", "relu"), x, ws, bs)
             assert not np.signbit(y).any(), f"[{isa}] relu(-0.0) kept its sign"
             np.testing.assert_array_equal(y, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("widths", [[32, 64, 64, 16], [20, 64, 40, 16], [16, 16, 48]])
+def test_gradients_do_not_depend_on_what_their_buffers_held(dtype, widths):
+    """With a single gradient slot (batch <= one tile) the backward accumulates dW straight in the
+    caller's array where the layouts agree, starting from the first tile's products: buffers full of
+    NaN must come back with the same gradients as fresh ones, on every path (1 slot and several)."""
+    from perceptrons import _C
+    from perceptrons.kernels.mlp import _DTYPES, _codes, _ptr
+    rng = np.random.default_rng(11)
+    spec = K.MLPSpec(widths, "relu")
+    ws, bs = make_net(widths, dtype, rng)
+    for batch in (1, 7, 72, 73, 300):
+        x = rng.standard_normal((batch, widths[0])).astype(dtype)
+        dy = rng.standard_normal((batch, widths[-1])).astype(dtype)
+        for isa in ISAS:
+            with cpu_isa(isa):
+                y, saved = K.mlp_forward(spec, x, ws, bs, training=True)
+                want = K.mlp_backward(spec, dy, x, y, saved, ws, bs)
+                dx = np.full_like(x, np.nan)
+                dws = [np.full_like(w, np.nan) for w in ws]
+                dbs = [np.full_like(b, np.nan) for b in bs]
+                _C.mlp_backward_cpu(_DTYPES[x.dtype], spec.widths, *spec.codes(), batch, _ptr(x), _ptr(y),
+                                    [_ptr(s) for s in saved], _ptr(dy), [_ptr(w) for w in ws], _ptr(dx),
+                                    [_ptr(w) for w in dws], [_ptr(b) for b in dbs], _codes(None))
+                tag = f"[{isa}] {widths} B={batch}"
+                np.testing.assert_array_equal(dx, want[0], err_msg=f"{tag} dx")
+                for l in range(len(ws)):
+                    np.testing.assert_array_equal(dws[l], want[1][l], err_msg=f"{tag} dW[{l}]")
+                    np.testing.assert_array_equal(dbs[l], want[2][l], err_msg=f"{tag} db[{l}]")
