@@ -138,6 +138,27 @@ struct RowTable {
   RowTable shifted(int cols) const { return {rows, col + cols}; }
 };
 
+// Where a GEMM's C rows are (stored, and read first with Init::Load). Row m at c + m * ldc: tiles,
+// saved layers, the user's arrays.
+template <typename T>
+struct StridedOut {
+  T* c;
+  long ldc;
+  T* row(int m) const { return c + m * ldc; }
+  StridedOut from_row(int m0) const { return {c + m0 * ldc, ldc}; }
+  StridedOut shifted(int cols) const { return {c + cols, ldc}; }
+};
+// Row m wherever a table says: a unit-routed model's weight-gradient rows, which belong to different
+// copies (written in place instead of through a buffer and a copy).
+template <typename T>
+struct OutRowTable {
+  T* const* rows;
+  long col;
+  T* row(int m) const { return rows[m] + col; }
+  OutRowTable from_row(int m0) const { return {rows + m0, col}; }
+  OutRowTable shifted(int cols) const { return {rows, col + cols}; }
+};
+
 // How a micro-tile's accumulators start.
 enum class Init { Zero, Row, Load };  // Row: broadcast a row vector (the bias); Load: C += A B
 // What is applied in registers before the store. Other activations run as a separate pass.
@@ -145,11 +166,11 @@ enum class Epi { Store, ReLU, Leaky };
 
 // C[m][n] (Init) + sum_k A(m, k) * B[k][n] for an MB x (NV vectors) micro-tile. A is read as
 // broadcast scalars at a[m*sam + k*sak], so the same kernel serves W x, W^T g and the
-// weight-gradient outer products; each B row is contiguous (BRows says where row k starts). Stores at
-// most n_store columns.
-template <typename T, int MB, int NV, typename BRows>
-void gemm_micro(int K, const T* __restrict a, long sam, long sak, BRows b, T* __restrict c, long ldc,
-                int n_store, Init init, const T* __restrict init_row, Epi epi, T ep) {
+// weight-gradient outer products; each B row is contiguous (BRows says where row k starts), and so is
+// each C row (CRows). Stores at most n_store columns.
+template <typename T, int MB, int NV, typename BRows, typename CRows>
+void gemm_micro(int K, const T* __restrict a, long sam, long sak, BRows b, CRows c, int n_store, Init init,
+                const T* __restrict init_row, Epi epi, T ep) {
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int VL = S::L;
@@ -165,7 +186,7 @@ void gemm_micro(int K, const T* __restrict a, long sam, long sak, BRows b, T* __
 #pragma GCC unroll 16
     for (int m = 0; m < MB; ++m)
 #pragma GCC unroll 16
-      for (int j = 0; j < NV; ++j) acc[m][j] = S::load(c + m * ldc + j * VL);
+      for (int j = 0; j < NV; ++j) acc[m][j] = S::load(c.row(m) + j * VL);
   } else {
 #pragma GCC unroll 16
     for (int m = 0; m < MB; ++m)
@@ -201,7 +222,7 @@ void gemm_micro(int K, const T* __restrict a, long sam, long sak, BRows b, T* __
 #pragma GCC unroll 16
     for (int m = 0; m < MB; ++m)
 #pragma GCC unroll 16
-      for (int j = 0; j < NV; ++j) S::store(c + m * ldc + j * VL, acc[m][j]);
+      for (int j = 0; j < NV; ++j) S::store(c.row(m) + j * VL, acc[m][j]);
   } else {
     // Unrolled like every other use of acc: one runtime index would force acc out of registers.
 #pragma GCC unroll 16
@@ -209,20 +230,20 @@ void gemm_micro(int K, const T* __restrict a, long sam, long sak, BRows b, T* __
 #pragma GCC unroll 16
       for (int j = 0; j < NV; ++j) {
         const int left = n_store - j * VL;
-        if (left >= VL) S::store(c + m * ldc + j * VL, acc[m][j]);
-        else if (left > 0) S::store_partial(c + m * ldc + j * VL, acc[m][j], left);
+        if (left >= VL) S::store(c.row(m) + j * VL, acc[m][j]);
+        else if (left > 0) S::store_partial(c.row(m) + j * VL, acc[m][j], left);
       }
   }
 }
 
-template <typename T, typename BRows>
-using GemmMicroFn = void (*)(int, const T*, long, long, BRows, T*, long, int, Init, const T*, Epi, T);
+template <typename T, typename BRows, typename CRows>
+using GemmMicroFn = void (*)(int, const T*, long, long, BRows, CRows, int, Init, const T*, Epi, T);
 
-template <typename T, typename BRows, int NV>
-GemmMicroFn<T, BRows> pick_micro(int mb) {
+template <typename T, typename BRows, typename CRows, int NV>
+GemmMicroFn<T, BRows, CRows> pick_micro(int mb) {
   constexpr int X = mb_max_for(NV);
 #define PCT_MB_CASE(k) \
-  case k: return &gemm_micro<T, (k < X ? k : X), NV, BRows>;
+  case k: return &gemm_micro<T, (k < X ? k : X), NV, BRows, CRows>;
   switch (mb) {
     PCT_MB_CASE(1) PCT_MB_CASE(2) PCT_MB_CASE(3) PCT_MB_CASE(4) PCT_MB_CASE(5) PCT_MB_CASE(6)
     PCT_MB_CASE(7) PCT_MB_CASE(8) PCT_MB_CASE(9) PCT_MB_CASE(10) PCT_MB_CASE(11) PCT_MB_CASE(12)
@@ -231,22 +252,22 @@ GemmMicroFn<T, BRows> pick_micro(int mb) {
   return nullptr;
 }
 
-template <typename T, typename BRows>
-GemmMicroFn<T, BRows> pick_micro(int nv, int mb) {
+template <typename T, typename BRows, typename CRows>
+GemmMicroFn<T, BRows, CRows> pick_micro(int nv, int mb) {
   switch (nv) {
-    case 1: return pick_micro<T, BRows, 1>(mb);
-    case 2: return pick_micro<T, BRows, (2 <= kMaxNV ? 2 : kMaxNV)>(mb);
-    case 3: return pick_micro<T, BRows, (3 <= kMaxNV ? 3 : kMaxNV)>(mb);
-    default: return pick_micro<T, BRows, kMaxNV>(mb);
+    case 1: return pick_micro<T, BRows, CRows, 1>(mb);
+    case 2: return pick_micro<T, BRows, CRows, (2 <= kMaxNV ? 2 : kMaxNV)>(mb);
+    case 3: return pick_micro<T, BRows, CRows, (3 <= kMaxNV ? 3 : kMaxNV)>(mb);
+    default: return pick_micro<T, BRows, CRows, kMaxNV>(mb);
   }
 }
 
 // C (M x N) = Init + A (M x K) B (K x N), cut into register micro-tiles. B rows must be readable up
 // to N rounded up to the vector length (tiles and packed weights are padded for this); C gets at
 // most n_store columns per row (n_store >= N for padded buffers, N for the user's arrays).
-template <typename T, typename BRows>
-void gemm_rows(int M, int N, int K, const T* a, long sam, long sak, BRows b, T* c, long ldc, int n_store,
-               Init init, const T* init_row, Epi epi, T ep) {
+template <typename T, typename BRows, typename CRows>
+void gemm_rows(int M, int N, int K, const T* a, long sam, long sak, BRows b, CRows c, int n_store, Init init,
+               const T* init_row, Epi epi, T ep) {
   constexpr int VL = Simd<T>::L;
   const int nvec = (N + VL - 1) / VL;
   for (int j0 = 0; j0 < nvec; j0 += kMaxNV) {
@@ -255,21 +276,23 @@ void gemm_rows(int M, int N, int K, const T* a, long sam, long sak, BRows b, T* 
     const int store_here = n_store - j0 * VL;
     const T* row = init_row ? init_row + j0 * VL : nullptr;
     const BRows bj = b.shifted(j0 * VL);
-    GemmMicroFn<T, BRows> full = pick_micro<T, BRows>(nv, mbx);
+    const CRows cj = c.shifted(j0 * VL);
+    GemmMicroFn<T, BRows, CRows> full = pick_micro<T, BRows, CRows>(nv, mbx);
     int m0 = 0;
     for (; m0 + mbx <= M; m0 += mbx)
-      full(K, a + m0 * sam, sam, sak, bj, c + m0 * ldc + j0 * VL, ldc, store_here, init, row, epi, ep);
+      full(K, a + m0 * sam, sam, sak, bj, cj.from_row(m0), store_here, init, row, epi, ep);
     if (m0 < M)
-      pick_micro<T, BRows>(nv, M - m0)(K, a + m0 * sam, sam, sak, bj, c + m0 * ldc + j0 * VL, ldc, store_here,
-                                       init, row, epi, ep);
+      pick_micro<T, BRows, CRows>(nv, M - m0)(K, a + m0 * sam, sam, sak, bj, cj.from_row(m0), store_here, init, row,
+                                              epi, ep);
   }
 }
 
-// The same with B rows at b + k * ldb.
+// The same with B rows at b + k * ldb and C rows at c + m * ldc.
 template <typename T>
 void gemm(int M, int N, int K, const T* a, long sam, long sak, const T* b, long ldb, T* c, long ldc,
           int n_store, Init init, const T* init_row, Epi epi, T ep) {
-  gemm_rows<T>(M, N, K, a, sam, sak, StridedRows<T>{b, ldb}, c, ldc, n_store, init, init_row, epi, ep);
+  gemm_rows<T>(M, N, K, a, sam, sak, StridedRows<T>{b, ldb}, StridedOut<T>{c, ldc}, n_store, init, init_row, epi,
+               ep);
 }
 
 // Logistic sigmoid of n values (in and out may alias). float: a vector exp (Cody-Waite reduction and a

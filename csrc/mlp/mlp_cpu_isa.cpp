@@ -325,23 +325,27 @@ void pack_backward(const Net<T>& n, const Layout& lay, T* ws, BackwardW<T>& pack
   }
 }
 
-// Where each layer's weight gradient accumulates: in the caller's dW itself (`direct`, set only when
-// there is a single slot and dW has the slot's layout: rows of pad(in) = in elements, not a row
-// table), else in the slot. With one slot the slot would hold the final sum anyway, and writing it
-// there first cost a zeroing pass and a copy of all of dW per call: at 32 rows, 256 wide, a third of
-// the backward.
+// Where each layer's weight gradient accumulates: in the caller's dW itself (`direct`: its rows, or
+// the rows its row table lists for a unit-routed model), set only when there is a single slot and dW
+// has the slot's layout (rows of pad(in) = in elements); else in the slot. With one slot the slot
+// would hold the final sum anyway, and writing it there first cost a zeroing pass and a copy of all
+// of dW per call: at 32 rows, 256 wide, a third of the backward.
 template <typename T>
 struct DwTargets {
   T* direct[kMaxLayers] = {};
+  T* const* direct_rows[kMaxLayers] = {};
+  bool is_direct(int l) const { return direct[l] || direct_rows[l]; }
 };
 
 template <typename T>
 DwTargets<T> dw_targets(const Net<T>& n, const MlpBackwardArgs& args, const Layout& lay) {
   DwTargets<T> d;
-  for (int l = 0; l < n.L; ++l)
-    if (lay.slots == 1 && args.dweights[l] && !args.dweight_rows[l] && cpu::dw_vector_over_input(*n.cfg, l) &&
-        pad(n.w(l)) == n.w(l))
-      d.direct[l] = static_cast<T*>(args.dweights[l]);
+  for (int l = 0; l < n.L; ++l) {
+    if (lay.slots != 1 || !args.dweights[l] || !cpu::dw_vector_over_input(*n.cfg, l) || pad(n.w(l)) != n.w(l))
+      continue;
+    if (args.dweight_rows[l]) d.direct_rows[l] = reinterpret_cast<T* const*>(args.dweight_rows[l]);
+    else d.direct[l] = static_cast<T*>(args.dweights[l]);
+  }
   return d;
 }
 
@@ -419,7 +423,10 @@ void backward_tile(const Net<T>& n, const MlpBackwardArgs& args, const Layout& l
       ld_h = saved_row_stride(wi);
     }
     const Init dw_init = first ? Init::Zero : Init::Load;
-    if (args.dweights[l]) {
+    if (dwt.direct_rows[l]) {  // dW rows where the row table says
+      gemm_rows<T>(wo, wi, rows, g, 1, ldt, StridedRows<T>{h, ld_h}, OutRowTable<T>{dwt.direct_rows[l], 0},
+                   int(pad(wi)), dw_init, nullptr, Epi::Store, T(0));
+    } else if (args.dweights[l]) {
       T* acc = dwt.direct[l] ? dwt.direct[l] : slot + lay.slot_w[l];
       if (cpu::dw_vector_over_input(c, l))  // acc is dW (wo x pad(wi))
         gemm<T>(wo, wi, rows, g, 1, ldt, h, ld_h, acc, pad(wi), int(pad(wi)), dw_init, nullptr, Epi::Store, T(0));
@@ -444,8 +451,8 @@ void backward_tile(const Net<T>& n, const MlpBackwardArgs& args, const Layout& l
     const long ld_dst = to_dx ? wi : ldt;
     const int n_store = to_dx ? wi : (wi + VL - 1) / VL * VL;
     if (packed.rows[l])
-      gemm_rows<T>(rows, wi, wo, g, ldt, 1, RowTable<T>{packed.rows[l], 0}, dst, ld_dst, n_store, Init::Zero,
-                   nullptr, Epi::Store, T(0));
+      gemm_rows<T>(rows, wi, wo, g, ldt, 1, RowTable<T>{packed.rows[l], 0}, StridedOut<T>{dst, ld_dst}, n_store,
+                   Init::Zero, nullptr, Epi::Store, T(0));
     else
       gemm<T>(rows, wi, wo, g, ldt, 1, packed.w[l], pad(wi), dst, ld_dst, n_store, Init::Zero, nullptr,
               Epi::Store, T(0));
@@ -511,7 +518,7 @@ void backward_impl(const MlpBackwardArgs& args, const Layout& lay, void* ws_raw)
       T* dW = static_cast<T*>(args.dweights[l]);
       T* const* dW_rows = reinterpret_cast<T* const*>(args.dweight_rows[l]);
       auto dw_row = [=](int o) { return dW_rows ? dW_rows[o] : dW + int64_t(o) * wi; };
-      if (dwt.direct[l]) {
+      if (dwt.is_direct(l)) {
         // already in place
       } else if (dW && S == 0) {  // empty batch: no slots, zero gradients
 #pragma omp for schedule(static)

@@ -277,6 +277,37 @@ def test_per_batch_gradients_have_one_writer_per_copy(granularity, sampler):
                                        atol=1e-6 if f32 else 1e-14)
 
 
+@pytest.mark.parametrize("granularity", GRANULARITIES)
+def test_gradients_do_not_depend_on_what_their_buffers_held(granularity):
+    """Per batch with one tile of rows, the streams' weight gradients are written straight into the
+    copies' arrays (unit granularity: through a row table), starting from the first tile's products:
+    NaN-filled output arrays must come back with the bits of fresh ones, at one tile and at several."""
+    from perceptrons import _C
+    from perceptrons.kernels._common import DTYPES, ptr
+    M = 4
+    for widths, B in (([32, 64, 32, 16], 9), ([32, 64, 32, 16], 150), ([16, 16, 16], 72)):
+        spec = K.MLPSpec(widths, "relu")
+        rng = rng_for("buffers", granularity, str(widths), str(B))
+        routing = Routing(M, ring_gaussian(M, 1.0), granularity, "batch", "annealed", seed=3)
+        ws, bs = make_copies(widths, M, np.float32, rng, "relu")
+        x = rng.standard_normal((M, B, widths[0])).astype(np.float32)
+        dy = rng.standard_normal((M, B, widths[-1])).astype(np.float32)
+        y, saved = KR.mlp_forward(routing, spec, x, ws, bs, training=True, step=2)
+        want = KR.mlp_backward(routing, spec, dy, x, y, saved, ws, bs, step=2)
+        dx = np.full_like(x, np.nan)
+        dws = [np.full_like(w, np.nan) for w in ws]
+        dbs = [np.full_like(b, np.nan) for b in bs]
+        _C.routed_mlp_backward_cpu(KR.routing_tuple(routing, 2, 0, KR.example_ids_array(None, B)), DTYPES[x.dtype],
+                                   spec.widths, *spec.codes(), B, ptr(x), B * widths[0], ptr(y),
+                                   [ptr(s) for s in saved], ptr(dy), [ptr(w) for w in ws], [ptr(b) for b in bs],
+                                   ptr(dx), [ptr(w) for w in dws], [ptr(b) for b in dbs])
+        tag = f"{granularity} {widths} B={B}"
+        np.testing.assert_array_equal(dx, want[0], err_msg=f"dx {tag}")
+        for l in range(spec.n_layers):
+            np.testing.assert_array_equal(dws[l], want[1][l], err_msg=f"dW[{l}] {tag}")
+            np.testing.assert_array_equal(dbs[l], want[2][l], err_msg=f"db[{l}] {tag}")
+
+
 @pytest.mark.parametrize("per", ["batch", "example"])
 def test_results_are_deterministic_across_calls_and_threads(per):
     """Two calls give the same bits, and 1 thread gives the bits of 2 (per example, gradients are
