@@ -9,8 +9,18 @@ for every arm. Arms:
   loop         a Python loop over M nn.Sequential modules
   routed_I     RoutedMLP with Q = identity (M independent models through the routed kernel)
   routed_layer / routed_unit / routed_edge   RoutedMLP, ring-Gaussian Q (sigma = 1), per batch, annealed
+  torch_floor  not a model: the torch work every arm's step contains whatever its kernels, namely the MSE
+               loss forward and backward, and M models' gradients written once into fresh tensors and
+               accumulated into the existing .grad (what autograd does with any arm's gradients)
 Ratios are per round (timing.interleaved): routed_x / batched <= 1.1 and loop / routed_x >= 3 at M = 16
 are the issue's targets for layer and unit routing.
+
+How far loop / routed can go: besides torch_floor, the step must do its arithmetic (forward, dW, and
+dL/dh for layers >= 1: x needs no gradient) and read the weights, once for the forward and once more
+for the backward (at W = 256 those reads leave the caches). `bound` = loop / (torch_floor + the larger
+of the arithmetic at the FMA peak of the threads and the weight reads at the copy bandwidth, both
+measured at the start): the loop / routed ratio of a kernel at peak speed with its memory traffic
+hidden, an upper bound on any routed kernel.
 """
 from __future__ import annotations
 
@@ -84,9 +94,18 @@ def mlp_arms(M, W, B):
             loss = loss + torch.nn.functional.mse_loss(models[m](x[m]), target[m])
         (loss / M).backward()
 
+    y_leaf = torch.randn(M, B, W, requires_grad=True)
+    grads = [torch.zeros_like(p) for p in ws + bs]
+
+    def torch_floor():
+        torch.nn.functional.mse_loss(y_leaf, target).backward()
+        for g in grads:
+            g.add_(torch.empty_like(g).fill_(1.0))
+
     arms["batched"] = batched
     arms["vmap"] = vmapped
     arms["loop"] = loop
+    arms["torch_floor"] = torch_floor
     for name, mod in routed.items():
         arms[name] = (lambda mod=mod: torch.nn.functional.mse_loss(mod(x), target).backward())
     return arms
@@ -113,6 +132,27 @@ def perceptron_rates(M, N, K, granularity, n_patterns, n_ref):
     return n_patterns * per / best_k, n_ref * per / best_r
 
 
+def weight_read_bytes(M, W, hidden_layers=HIDDEN_LAYERS, itemsize=4):
+    """Bytes of weights a training step must read at least: every W_l and b_l for the forward, W_l for
+    l >= 1 again for the backward's dL/dh."""
+    layers = hidden_layers + 1
+    return itemsize * M * (layers * (W * W + W) + (layers - 1) * W * W)
+
+
+def step_flops(M, W, B, hidden_layers=HIDDEN_LAYERS):
+    """Multiply-adds x 2 of a training step: forward and dW for every layer, dL/dh for layers >= 1."""
+    layers = hidden_layers + 1
+    return 2 * M * B * W * W * (2 * layers + layers - 1)
+
+
+def copy_bandwidth(threads, nbytes=256 << 20, repeats=7):
+    """Bytes per second moved by a large torch copy (read + write counted) at the current thread count."""
+    a = torch.ones(nbytes // 4)
+    b = torch.empty_like(a)
+    best = min(_timed(lambda: b.copy_(a)) for _ in range(repeats))
+    return 2 * a.numel() * 4 / best
+
+
 def _timed(fn):
     t = time.perf_counter()
     fn()
@@ -127,6 +167,11 @@ def main(quick=False, threads=None, out=None):
     Ms = (4, 16) if quick else (4, 16, 64)
     Ws = (64,) if quick else (64, 256)
     Bs = (32,) if quick else (32, 256)
+    bandwidth = copy_bandwidth(threads)
+    from .. import _C
+    peak = threads * machine.measured_core_peak_gflops(_C.cpu_isa()) * 1e9
+    print(f"copy bandwidth at {threads} threads: {bandwidth / 1e9:.1f} GB/s; FMA peak {peak / 1e9:.0f} GFLOP/s",
+          file=sys.stderr, flush=True)
     records = []
     for M in Ms:
         for W in Ws:
@@ -138,6 +183,10 @@ def main(quick=False, threads=None, out=None):
                 rec["routed_over_batched"] = {k: cmp.speedup(k).median for k in arms if k.startswith("routed")}
                 rec["loop_over_routed"] = {k: cmp.timings["loop"].median / cmp.timings[k].median
                                            for k in arms if k.startswith("routed")}
+                rec["weight_read_s"] = weight_read_bytes(M, W) / bandwidth
+                rec["arithmetic_s"] = step_flops(M, W, B) / peak
+                rec["loop_over_routed_bound"] = cmp.timings["loop"].median / (
+                    cmp.timings["torch_floor"].median + max(rec["weight_read_s"], rec["arithmetic_s"]))
                 records.append(rec)
                 print(_row(rec), file=sys.stderr, flush=True)
     perc = []
@@ -150,6 +199,7 @@ def main(quick=False, threads=None, out=None):
                 print(f"perceptron M={M} K={K} {g}: kernel {k_rate:.3g}/s, reference {r_rate:.3g}/s, "
                       f"{k_rate / r_rate:.1f}x", file=sys.stderr, flush=True)
     result = {"machine": machine.cpuinfo(), "versions": machine.versions(), "threads": threads,
+              "copy_bandwidth_bytes_per_s": bandwidth, "fma_peak_flops": peak,
               "commit": machine.git_commit(os.path.dirname(os.path.abspath(__file__))),
               "hidden_layers": HIDDEN_LAYERS, "sigma": SIGMA, "mlp": records, "perceptron": perc}
     text = table(result)
@@ -170,20 +220,29 @@ def _row(r):
 
 
 def table(result) -> str:
-    names = ["batched", "vmap", "loop", "routed_I", "routed_layer", "routed_unit", "routed_edge"]
+    names = ["batched", "vmap", "loop", "routed_I", "routed_layer", "routed_unit", "routed_edge", "torch_floor"]
+    bw = result.get("copy_bandwidth_bytes_per_s")
     lines = [f"# Routed replicas on the CPU ({result['threads']} threads)", "",
              f"Training step (forward + MSE + backward), {result['hidden_layers']} hidden layers of width W, "
              f"in = out = W, ReLU; routed arms: ring-Gaussian Q (sigma = {result['sigma']}), per batch, annealed. "
              "Milliseconds per step (median over interleaved rounds); ratio columns: routed / batched "
-             "(target <= 1.1 for layer and unit) and loop / routed (target >= 3 at M = 16).", "",
-             "| M | W | B | " + " | ".join(names) + " | layer/batched | unit/batched | loop/layer | loop/unit |",
-             "|" + "---|" * (3 + len(names) + 4)]
+             "(target <= 1.1 for layer and unit) and loop / routed (target >= 3 at M = 16). torch_floor: the "
+             "torch work inside every arm's step (MSE loss, M models' gradients written once and accumulated "
+             "into .grad); bound: loop / (torch_floor + the larger of the step's arithmetic at the FMA peak and "
+             "its minimal weight reads at the copy bandwidth"
+             + (f", {result['fma_peak_flops'] / 1e9:.0f} GFLOP/s and {bw / 1e9:.1f} GB/s" if bw else "")
+             + "): the loop / routed of a kernel at peak speed with its memory traffic hidden, an upper bound "
+             "(module docstring of perceptrons.benchmarks.routed_cpu).", "",
+             "| M | W | B | " + " | ".join(names) + " | layer/batched | unit/batched | loop/layer | loop/unit | bound |",
+             "|" + "---|" * (3 + len(names) + 5)]
     for r in result["mlp"]:
         t = r["timings"]
         rob, lor = r["routed_over_batched"], r["loop_over_routed"]
-        lines.append(f"| {r['M']} | {r['W']} | {r['B']} | " + " | ".join(f"{t[n]['median_s'] * 1e3:.3g}" for n in names)
+        bound = r.get("loop_over_routed_bound")
+        lines.append(f"| {r['M']} | {r['W']} | {r['B']} | "
+                     + " | ".join(f"{t[n]['median_s'] * 1e3:.3g}" if n in t else "-" for n in names)
                      + f" | {rob['routed_layer']:.2f} | {rob['routed_unit']:.2f} | {lor['routed_layer']:.1f} | "
-                       f"{lor['routed_unit']:.1f} |")
+                       f"{lor['routed_unit']:.1f} | " + (f"{bound:.1f}" if bound else "-") + " |")
     lines += ["", "Routed perceptron / committee machine epoch (N = 1001, ring Q sigma = 2, per-example keys): "
               "pattern-copy-weight updates per second.", "",
               "| M | K | granularity | kernel | numpy reference | speedup |", "|---|---|---|---|---|---|"]
