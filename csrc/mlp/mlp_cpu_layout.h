@@ -41,6 +41,11 @@ struct Layout {
   int64_t per_thread = 0;             // elements per thread
   int64_t threads_base = 0;
   int n_threads = 1;
+  // forward of a batch of at most one tile: two feature-major buffers (width x fm_ld, the batch along
+  // a row; see forward_feature_major in mlp_cpu_isa.cpp); fm_ld = 0 where there are none
+  int64_t fm_ld = 0;
+  int64_t fm_buffer = 0;        // offset of the first; the second follows it
+  int64_t fm_buffer_elems = 0;  // elements of each
   // backward only
   int slots = 0;
   int64_t slot_w[kMaxLayers] = {};    // offset inside one slot
@@ -71,6 +76,14 @@ inline Layout make_layout(const MlpConfig& c, int64_t batch, int n_threads, bool
   L.n_threads = n_threads;
   L.threads_base = off;
   off += int64_t(n_threads) * L.per_thread;
+  if (!backward && batch <= kTileRows) {
+    int64_t widest = 0;
+    for (int l = 0; l <= c.n_layers; ++l) widest = c.widths[l] > widest ? c.widths[l] : widest;
+    L.fm_ld = pad(batch);
+    L.fm_buffer = off;
+    L.fm_buffer_elems = widest * L.fm_ld;
+    off += 2 * L.fm_buffer_elems;
+  }
   if (backward) {
     int64_t s = 0;
     for (int l = 0; l < c.n_layers; ++l) {

@@ -248,3 +248,34 @@ def test_gradients_do_not_depend_on_what_their_buffers_held(dtype, widths):
                 for l in range(len(ws)):
                     np.testing.assert_array_equal(dws[l], want[1][l], err_msg=f"{tag} dW[{l}]")
                     np.testing.assert_array_equal(dbs[l], want[2][l], err_msg=f"{tag} db[{l}]")
+
+
+SMALL_BATCH_NETS = [([32, 64, 64, 16], "relu", "none"), ([20, 48, 48, 3], "tanh", "sigmoid"),
+                    ([64, 128, 64], "silu", "softplus"), ([48, 32, 32, 32, 40], "sine", "exp"),
+                    ([16, 64, 16], "leaky_relu", "leaky_relu")]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("widths,activation,output_activation", SMALL_BATCH_NETS)
+def test_small_batches_give_the_bits_of_the_tiled_forward(widths, activation, output_activation, dtype):
+    """A batch of at most one tile may run the feature-major forward (W read in place, activations
+    transposed); every output must have the bits it gets as a row of a large, tiled batch, in
+    inference and training (saved layers included), and match the reference."""
+    rng = np.random.default_rng(zlib.crc32(repr((widths, activation)).encode()))
+    spec = K.MLPSpec(widths, activation, output_activation)
+    ws, bs = make_net(widths, dtype, rng, activation)
+    big = rng.standard_normal((200, widths[0])).astype(dtype)
+    for isa in ISAS:
+        with cpu_isa(isa):
+            y_big = K.mlp_forward(spec, big, ws, bs)
+            yt_big, saved_big = K.mlp_forward(spec, big, ws, bs, training=True)
+            for B in (16, 24, 32, 48, 64, 72):
+                tag = f"[{isa}] {widths} {activation}/{output_activation} B={B}"
+                y = K.mlp_forward(spec, big[:B], ws, bs)
+                np.testing.assert_array_equal(y, y_big[:B], err_msg=f"{tag} inference")
+                yt, saved = K.mlp_forward(spec, big[:B], ws, bs, training=True)
+                np.testing.assert_array_equal(yt, yt_big[:B], err_msg=f"{tag} training y")
+                for l, (s, sb) in enumerate(zip(saved, saved_big)):
+                    np.testing.assert_array_equal(s, sb[:s.size], err_msg=f"{tag} saved[{l}]")
+    for B in (16, 32, 64):
+        run_and_compare(widths, activation, output_activation, B, dtype, rng)
