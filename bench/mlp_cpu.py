@@ -2,7 +2,7 @@
 
     python bench/mlp_cpu.py [--threads 1 2] [--no-compile] [--no-plot]
 
-Takes about 6 minutes on an idle 2-core machine (up to 5 more while it waits for other processes to
+Takes about 7 minutes on an idle 2-core machine (up to 5 more while it waits for other processes to
 go quiet); keep the machine otherwise idle while it runs.
 """
 import argparse
