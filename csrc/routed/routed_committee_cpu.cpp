@@ -275,6 +275,11 @@ Status epoch(const CommitteeEpochArgs& a) {
   const bool edge_table = g == Granularity::Edge && table;
   const int n_eblk = (N + kEdgeBlock - 1) / kEdgeBlock;
   std::vector<int32_t> edge_fields(edge_table ? size_t(K) * n_eblk * M : 0);
+  // Edge blocks from a table: each table permutation's copies as offsets into H (copy * K * N), and
+  // every weight's row of them, which the fields loop reads instead of multiplying per weight.
+  std::vector<int64_t> table_offsets(edge_table ? size_t(r.sampler.K) * M : 0);
+  for (size_t j = 0; j < table_offsets.size(); ++j) table_offsets[j] = int64_t(r.sampler.perms[j]) * K * N;
+  std::vector<const int64_t*> offsets_of(edge_table ? size_t(n_blk) : 0);
   std::vector<int8_t> seen(edge_table ? 0 : size_t(M) * K * N);
   std::vector<int64_t> stab(size_t(M) * K);
   std::vector<int> chosen(size_t(M), -1);
@@ -307,8 +312,9 @@ Status epoch(const CommitteeEpochArgs& a) {
           const int i0 = eb * kEdgeBlock, i1 = i0 + kEdgeBlock < N ? i0 + kEdgeBlock : N;
           for_edge_table_rows(edge_isa.uniforms, r, mu, k, i0, i1, [&](int i, int tr) {
             perm_of[size_t(int64_t(k) * N + i)] = r.sampler.perms + int64_t(tr) * M;
+            offsets_of[size_t(int64_t(k) * N + i)] = table_offsets.data() + int64_t(tr) * M;
           });
-          edge_isa.fields(H, perm_of.data() + int64_t(k) * N, xi, M, int64_t(K) * N, int64_t(k) * N, i0, i1,
+          edge_isa.fields(H, offsets_of.data() + int64_t(k) * N, xi, M, int64_t(k) * N, i0, i1,
                           edge_fields.data() + (int64_t(k) * n_eblk + eb) * M);
         }
     } else if (g == Granularity::Edge) {  // nested, so the block's (unit, weight) needs no division
@@ -377,7 +383,7 @@ Status epoch(const CommitteeEpochArgs& a) {
 namespace {
 template <typename T>
 EdgeKernels<T> edge_kernels() {
-  using Fields = void (*)(const T*, const int32_t* const*, const int8_t*, int, int64_t, int64_t, int, int, int32_t*);
+  using Fields = void (*)(const T*, const int64_t* const*, const int8_t*, int, int64_t, int, int, int32_t*);
   const CpuIsa isa = cpu_isa_active();
 #ifdef PERCEPTRONS_HAVE_ISA_AVX512
   if (isa == CpuIsa::AVX512) return {&isa_avx512::edge_uniforms, static_cast<Fields>(&isa_avx512::edge_fields)};
