@@ -111,25 +111,30 @@ def mlp_arms(M, W, B):
     return arms
 
 
-def perceptron_rates(M, N, K, granularity, n_patterns, n_ref):
+def perceptron_rates(M, N, K, granularity, n_patterns, n_ref, budget_s=3.0, min_rounds=5):
     """Pattern-copy-weight updates per second (P * M * K * N per epoch / seconds) of the kernel and of
-    the numpy reference (the reference runs n_ref patterns; its rate is per pattern, like the kernel's)."""
+    the numpy reference (the reference runs n_ref patterns; its rate is per pattern, like the kernel's),
+    timed side by side in interleaved rounds (BENCHMARKS.md); each epoch starts from the same H.
+    Returns the median rates and the median, min and max of the per-round speedups."""
     rng = np.random.default_rng(0)
     r = R.Routing(M, R.ring_gaussian(M, 2.0), granularity=granularity, per="example", seed=3)
     pats = rng.choice([-1, 1], (n_patterns, N)).astype(np.int8)
     labs = rng.choice([-1, 1], n_patterns).astype(np.int8)
     H = rng.standard_normal((M, K, N))
     order = np.arange(n_patterns)
-    kroute.committee_epoch(r, H.copy(), pats, labs, order[:16], eta=1.0, margin=0.5)     # warm-up
-    best_k = min(_timed(lambda: kroute.committee_epoch(r, H.copy(), pats, labs, order, eta=1.0, margin=0.5))
-                 for _ in range(3))
 
     def owners(mu):
         return r.owners(0, K, N, 0, mu)[:, :, :N]
-    best_r = min(_timed(lambda: ref.committee_epoch(H.copy(), pats, labs, order[:n_ref], owners, 1.0, 0.5))
-                 for _ in range(2))
+    cmp = interleaved({"kernel": lambda: kroute.committee_epoch(r, H.copy(), pats, labs, order, eta=1.0, margin=0.5),
+                       "reference": lambda: ref.committee_epoch(H.copy(), pats, labs, order[:n_ref], owners, 1.0, 0.5)},
+                      reference="kernel", warmup=1, min_rounds=min_rounds, budget_s=budget_s, min_sample_s=0.0)
     per = M * K * N
-    return n_patterns * per / best_k, n_ref * per / best_r
+    k_rates = [n_patterns * per / s for s in cmp.timings["kernel"].seconds]
+    r_rates = [n_ref * per / s for s in cmp.timings["reference"].seconds]
+    speedups = sorted(k / r_ for k, r_ in zip(k_rates, r_rates))
+    return {"kernel_updates_per_s": float(np.median(k_rates)), "reference_updates_per_s": float(np.median(r_rates)),
+            "speedup": float(np.median(speedups)), "speedup_min": speedups[0], "speedup_max": speedups[-1],
+            "rounds": len(speedups)}
 
 
 def weight_read_bytes(M, W, hidden_layers=HIDDEN_LAYERS, itemsize=4):
@@ -193,11 +198,12 @@ def main(quick=False, threads=None, out=None):
     for M in ((16,) if quick else (4, 16, 64)):
         for K in (1, 3):
             for g in ("layer", "unit", "edge"):
-                k_rate, r_rate = perceptron_rates(M, 1001, K, g, 200 if quick else 600, 20 if quick else 60)
-                perc.append({"M": M, "N": 1001, "K": K, "granularity": g, "kernel_updates_per_s": k_rate,
-                             "reference_updates_per_s": r_rate, "speedup": k_rate / r_rate})
-                print(f"perceptron M={M} K={K} {g}: kernel {k_rate:.3g}/s, reference {r_rate:.3g}/s, "
-                      f"{k_rate / r_rate:.1f}x", file=sys.stderr, flush=True)
+                rates = perceptron_rates(M, 1001, K, g, 200 if quick else 600, 20 if quick else 60,
+                                         budget_s=1.0 if quick else 3.0, min_rounds=3 if quick else 5)
+                perc.append({"M": M, "N": 1001, "K": K, "granularity": g, **rates})
+                print(f"perceptron M={M} K={K} {g}: kernel {rates['kernel_updates_per_s']:.3g}/s, reference "
+                      f"{rates['reference_updates_per_s']:.3g}/s, {rates['speedup']:.1f}x "
+                      f"[{rates['speedup_min']:.1f}-{rates['speedup_max']:.1f}]", file=sys.stderr, flush=True)
     result = {"machine": machine.cpuinfo(), "versions": machine.versions(), "threads": threads,
               "copy_bandwidth_bytes_per_s": bandwidth, "fma_peak_flops": peak,
               "commit": machine.git_commit(os.path.dirname(os.path.abspath(__file__))),
@@ -244,9 +250,11 @@ def table(result) -> str:
                      + f" | {rob['routed_layer']:.2f} | {rob['routed_unit']:.2f} | {lor['routed_layer']:.1f} | "
                        f"{lor['routed_unit']:.1f} | " + (f"{bound:.1f}" if bound else "-") + " |")
     lines += ["", "Routed perceptron / committee machine epoch (N = 1001, ring Q sigma = 2, per-example keys): "
-              "pattern-copy-weight updates per second.", "",
+              "pattern-copy-weight updates per second (medians), kernel and numpy reference timed in "
+              "interleaved rounds; speedup: median of the per-round ratios [min-max] (target >= 20).", "",
               "| M | K | granularity | kernel | numpy reference | speedup |", "|---|---|---|---|---|---|"]
     for p in result["perceptron"]:
+        spread = f" [{p['speedup_min']:.1f}-{p['speedup_max']:.1f}]" if "speedup_min" in p else ""
         lines.append(f"| {p['M']} | {p['K']} | {p['granularity']} | {p['kernel_updates_per_s']:.3g} | "
-                     f"{p['reference_updates_per_s']:.3g} | {p['speedup']:.1f} |")
+                     f"{p['reference_updates_per_s']:.3g} | {p['speedup']:.1f}{spread} |")
     return "\n".join(lines) + "\n"
