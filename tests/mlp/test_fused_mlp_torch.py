@@ -1,6 +1,7 @@
 """FusedMLP and the perceptrons::mlp_* custom ops under torch: equality with nn.Sequential,
 gradcheck/gradgradcheck, opcheck, torch.compile, torch.func, conversions and state_dict."""
 import io
+import warnings
 
 import pytest
 import torch
@@ -281,24 +282,45 @@ def test_opcheck_on_every_op():
     torch.library.opcheck(mlp_ops.mlp_backward, (dy, x, y, saved, weights, biases, *args, False, []))
 
 
-@pytest.mark.parametrize("kind", ["parametrize", "hook"])
-def test_reparametrized_layers_are_read_through_their_attribute(kind):
-    """FusedMLP reads plain layers' tensors from their parameter dicts (fast path); a weight computed
-    by a parametrization or a weight-norm hook must still be what the kernel sees."""
-    torch.manual_seed(3)
-    model = FusedMLP(4, 3, 16, 2, dtype=torch.float64)
-    if kind == "parametrize":
-        torch.nn.utils.parametrizations.weight_norm(model.layers[1])
-    else:
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.nn.utils.weight_norm(model.layers[1])
-    with torch.no_grad():  # make the computed weight differ from anything stored under "weight"
-        g = model.layers[1].parametrizations.weight.original0 if kind == "parametrize" else model.layers[1].weight_g
-        g.mul_(2.0)
-    x = torch.randn(5, 4, dtype=torch.float64)
-    seq = nn.Sequential(model.layers[0], nn.ReLU(), model.layers[1], nn.ReLU(), model.layers[2])
-    if kind == "hook":
-        seq(x)  # the weight-norm hook recomputes .weight on the layer's own forward
-    torch.testing.assert_close(model(x), seq(x), rtol=1e-12, atol=1e-12)
+def test_parametrized_and_weight_normed_layers_are_used():
+    """FusedMLP reads its layers' tensors from their parameter dicts for speed; a parametrized weight
+    (torch.nn.utils.parametrize, parametrizations.weight_norm) is not there, and the fused forward must
+    still use it, exactly as the layers' own nn.Sequential does; so must a bias-free layer."""
+    from torch.nn.utils import parametrize
+
+    class Double(nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    torch.manual_seed(0)
+    m = FusedMLP(5, 3, 8, 2, bias=[True, False, True], dtype=torch.float64)
+    parametrize.register_parametrization(m.layers[0], "weight", Double())
+    parametrize.register_parametrization(m.layers[2], "bias", Double())
+    m.layers[1] = torch.nn.utils.parametrizations.weight_norm(m.layers[1])
+    x = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
+    seq = nn.Sequential(m.layers[0], nn.ReLU(), m.layers[1], nn.ReLU(), m.layers[2])
+    want = seq(x)
+    got = m(x)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(got)
+    want_grads = torch.autograd.grad(want, [x, *m.parameters()], g)
+    got_grads = torch.autograd.grad(got, [x, *m.parameters()], g)
+    for a, b in zip(got_grads, want_grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), seq(x), rtol=1e-12, atol=1e-12)
+
+
+def test_layers_with_forward_hooks_are_refused():
+    """The kernel never calls the layers, so a hook (here the old hook-based weight_norm, which
+    recomputes .weight before each layer call) would silently be skipped: an error names the layer."""
+    m = FusedMLP(5, 3, 8, 2, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecated in favour of parametrizations.weight_norm
+        m.layers[1] = torch.nn.utils.weight_norm(m.layers[1])
+    with pytest.raises(RuntimeError, match=r"layers\[1\]: has forward hooks"):
+        m(torch.randn(4, 5, dtype=torch.float64))
+    m2 = FusedMLP(5, 3, 8, 1, dtype=torch.float64)
+    m2.layers[0].register_forward_hook(lambda mod, inp, out: out * 2)
+    with pytest.raises(RuntimeError, match=r"layers\[0\]: has forward hooks"):
+        m2(torch.randn(4, 5, dtype=torch.float64))

@@ -74,16 +74,41 @@ def layer_widths(in_features, out_features, hidden_features, hidden_layers):
     return widths
 
 
+def _layer_tensor(layer: nn.Module, name: str):
+    """layer.<name>, read from the layer's parameter dict where it holds it: going through
+    nn.Module.__getattr__ for each layer cost ~7 us a forward for a 3-layer MLP, about half the kernel
+    at 64 rows. A parametrized tensor (torch.nn.utils.parametrize, parametrizations.weight_norm) is not
+    in the dict and is read as an attribute, which computes it."""
+    t = layer._parameters.get(name) if not hasattr(type(layer), name) else None
+    return t if t is not None else getattr(layer, name)
+
+
 def _layer_tensors(layers: nn.ModuleList, name: str) -> list:
-    """layer.<name> of every layer. Read from the layers' parameter dicts where they hold it: going
-    through nn.Module.__getattr__ for each layer cost ~7 us a forward for a 3-layer MLP, about half the
-    kernel at 64 rows. A parametrized or hooked tensor (weight_norm, parametrize) is not in the dict
-    (or is computed elsewhere) and is read as an attribute."""
-    out = []
-    for layer in layers._modules.values():
-        t = layer._parameters.get(name) if not hasattr(type(layer), name) else None
-        out.append(t if t is not None else getattr(layer, name))
-    return out
+    """layer.<name> of every layer (see _layer_tensor)."""
+    return [_layer_tensor(layer, name) for layer in layers._modules.values()]
+
+
+def _layer_weights_and_biases(layers: nn.ModuleList):
+    """(weights, biases) of the layers in one pass over them (forward reads both on every call).
+
+    The fused kernel never calls the layers, so their forward hooks would not run: a hook-based
+    reparametrization (the old torch.nn.utils.weight_norm recomputes .weight in a forward pre-hook)
+    would silently leave a stale weight. A layer with hooks is refused instead."""
+    ws, bs = [], []
+    for i, layer in enumerate(layers._modules.values()):
+        if layer._forward_pre_hooks or layer._forward_hooks:
+            raise RuntimeError(f"layers[{i}]: has forward hooks, which FusedMLP cannot run (its kernel never calls "
+                               "the layers; torch.nn.utils.weight_norm is one); for weight normalisation use "
+                               "torch.nn.utils.parametrizations.weight_norm, which FusedMLP supports")
+        if type(layer) is nn.Linear:  # no class attribute shadows the parameters (hasattr costs ~0.5 us)
+            p = layer._parameters
+            w, b = p.get("weight"), p.get("bias")
+            ws.append(w if w is not None else layer.weight)
+            bs.append(b if b is not None else layer.bias)
+        else:
+            ws.append(_layer_tensor(layer, "weight"))
+            bs.append(_layer_tensor(layer, "bias"))
+    return ws, bs
 
 
 class FusedMLP(nn.Module):
@@ -150,8 +175,9 @@ class FusedMLP(nn.Module):
         return _layer_tensors(self.layers, "bias")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fused_mlp(x, self.weights, self.biases, self.activation, self.output_activation,
-                         self.activation_param, self.output_activation_param)
+        weights, biases = _layer_weights_and_biases(self.layers)
+        return fused_mlp(x, weights, biases, self.activation, self.output_activation, self.activation_param,
+                         self.output_activation_param)
 
     def extra_repr(self):
         s = f"widths={self.widths}, activation={self.activation!r}"
