@@ -18,7 +18,6 @@
 #include <cstdint>
 #include <type_traits>
 #include <utility>
-#include <vector>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -301,7 +300,7 @@ void forward_feature_major(const Net<T>& n, const MlpForwardArgs& args, const La
   transpose_rows<T>([=](int r) { return x + long(r) * n_in; }, [=](int f) { return in + f * ld; }, B, n_in);
   for (int f = 0; f < n_in; ++f)
     for (int r = B; r < nb; ++r) in[f * ld + r] = T(0);
-  std::vector<const T*> table;
+  const T** table = reinterpret_cast<const T**>(ws + lay.fm_rows);
   for (int l = 0; l < n.L; ++l) {
     const int wi = n.w(l), wo = n.w(l + 1);
     const Activation act = n.layer_act(l);
@@ -311,9 +310,8 @@ void forward_feature_major(const Net<T>& n, const MlpForwardArgs& args, const La
     const bool fused = epilogue_applies(act) && !keep_z;
     const T* const* rows = n.W_rows[l];
     if (!rows) {
-      table.resize(size_t(wo));
-      for (int o = 0; o < wo; ++o) table[size_t(o)] = n.W[l] + long(o) * wi;
-      rows = table.data();
+      for (int o = 0; o < wo; ++o) table[o] = n.W[l] + long(o) * wi;
+      rows = table;
     }
     gemm_ops<T, true>(wo, nb, wi, reinterpret_cast<const T*>(rows), 0, 0, StridedRows<T>{in, ld},
                       StridedOut<T>{out, ld}, nb, n.b[l] ? Init::Col : Init::Zero, n.b[l],
@@ -501,6 +499,18 @@ void backward_tile(const Net<T>& n, const MlpBackwardArgs& args, const Layout& l
       ld_h = saved_row_stride(wi);
     }
     const Init dw_init = first ? Init::Zero : Init::Load;
+    if (first && !dwt.is_direct(l)) {
+      // The GEMM writes whole vectors up to the vector-rounded width; the slot's rows are padded
+      // further (kPad > the vector length on AVX2, and for double). The slots are summed whole, so
+      // that tail, and the region of a layer whose dW is not wanted, start at zero instead of holding
+      // whatever the workspace held.
+      const bool over_in = cpu::dw_vector_over_input(c, l);
+      const int rows_w = over_in ? wo : wi, cols = over_in ? wi : wo;
+      const long ld_w = pad(cols), from = args.dweights[l] ? (cols + VL - 1) / VL * VL : 0;
+      T* acc = slot + lay.slot_w[l];
+      for (int r = 0; r < rows_w; ++r)
+        for (long q = from; q < ld_w; ++q) acc[r * ld_w + q] = T(0);
+    }
     if (dwt.direct_rows[l]) {  // dW rows where the row table says
       gemm_rows<T>(wo, wi, rows, g, 1, ldt, StridedRows<T>{h, ld_h}, OutRowTable<T>{dwt.direct_rows[l], 0},
                    int(pad(wi)), dw_init, nullptr, Epi::Store, T(0));
@@ -511,11 +521,11 @@ void backward_tile(const Net<T>& n, const MlpBackwardArgs& args, const Layout& l
       else  // acc is dW^T (wi x pad(wo)) = h^T g
         gemm<T>(wi, wo, rows, h, cs_h, ld_h, g, ldt, acc, pad(wo), int(pad(wo)), dw_init, nullptr, Epi::Store, T(0));
     }
+    if (first)  // all pad(wo) entries, wanted or not: the slot sums add whole slots, padding included
+      for (long j = 0; j < pad(wo); ++j) slot[lay.slot_b[l] + j] = T(0);
     if (args.dbiases[l]) {
       using S = Simd<T>;
       T* acc = slot + lay.slot_b[l];
-      if (first)  // all pad(wo) entries: the slot sums below add whole slots, padding included
-        for (long j = 0; j < pad(wo); ++j) acc[j] = T(0);
       for (int j = 0; j < wo; j += VL) {
         typename S::V s = S::load(acc + j);
         for (int r = 0; r < rows; ++r) s += S::load(g + r * ldt + j);

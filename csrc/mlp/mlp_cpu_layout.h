@@ -46,6 +46,9 @@ struct Layout {
   int64_t fm_ld = 0;
   int64_t fm_buffer = 0;        // offset of the first; the second follows it
   int64_t fm_buffer_elems = 0;  // elements of each
+  int64_t fm_rows = 0;          // a layer's weight-row table (widest layer's pointers), in the workspace so
+                                // that the kernel allocates nothing (an exception must not leave an
+                                // OpenMP region: the routed MLP calls the kernel inside one)
   // backward only
   int slots = 0;
   int64_t slot_w[kMaxLayers] = {};    // offset inside one slot
@@ -83,6 +86,9 @@ inline Layout make_layout(const MlpConfig& c, int64_t batch, int n_threads, bool
     L.fm_buffer = off;
     L.fm_buffer_elems = widest * L.fm_ld;
     off += 2 * L.fm_buffer_elems;
+    const int64_t elem = c.dtype == DType::Float64 ? 8 : 4;
+    L.fm_rows = off;
+    off += pad((widest * int64_t(sizeof(void*)) + elem - 1) / elem);
   }
   if (backward) {
     int64_t s = 0;
