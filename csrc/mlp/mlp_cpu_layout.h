@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 
+#include "common/cpu_workspace.h"
 #include "mlp/mlp.h"
 
 namespace perceptrons {
@@ -86,7 +87,7 @@ inline Layout make_layout(const MlpConfig& c, int64_t batch, int n_threads, bool
     L.fm_buffer = off;
     L.fm_buffer_elems = widest * L.fm_ld;
     off += 2 * L.fm_buffer_elems;
-    const int64_t elem = c.dtype == DType::Float64 ? 8 : 4;
+    const int64_t elem = int64_t(dtype_size(c.dtype));
     L.fm_rows = off;
     off += pad((widest * int64_t(sizeof(void*)) + elem - 1) / elem);
   }

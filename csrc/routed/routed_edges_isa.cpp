@@ -13,22 +13,21 @@ namespace routed {
 namespace PERCEPTRONS_ISA_NS {
 namespace {
 
-// Streams [m0, m1) of weights [i0, i1), one entry at a time.
+// All M streams over weights [i0, i1), one entry at a time.
 template <typename T>
 inline void fields_scalar(const T* __restrict h, const int64_t* const* __restrict off, const int8_t* __restrict xi,
-                          int m0, int m1, int i0, int i1, int32_t* __restrict field) {
+                          int M, int i0, int i1, int32_t* __restrict field) {
   for (int i = i0; i < i1; ++i) {
     const int64_t* __restrict o = off[i];
     const int32_t x = xi[i];
-    for (int m = m0; m < m1; ++m) field[m] += h[o[m] + i] >= T(0) ? x : -x;  // NaN: -x
+    for (int m = 0; m < M; ++m) field[m] += h[o[m] + i] >= T(0) ? x : -x;  // NaN: -x
   }
 }
 
 #if defined(__AVX512F__) && defined(__AVX512DQ__) && defined(__AVX512VL__)
-// A block of up to 8 streams (4 where M <= 4), its field in a register over the whole run of
-// weights: per weight one masked load of the copies' offsets, one gather, one compare (GCC does not
-// emit gathers for the scalar loop on its own under generic tuning; it loads one entry at a time).
-// The offsets come premultiplied (copy * ld), so no 64-bit multiply per weight.
+// Up to 8 streams' sign tests of one weight: one masked load of the copies' offsets, one gather, one
+// compare (GCC does not emit gathers for the scalar loop on its own under generic tuning; it loads one
+// entry at a time). The offsets come premultiplied (copy * ld), so no 64-bit multiply per weight.
 inline __mmask8 ge0_8(const double* h, const int64_t* o, __mmask8 lanes) {
   const __m512i idx = _mm512_maskz_loadu_epi64(lanes, o);
   const __m512d v = _mm512_mask_i64gather_pd(_mm512_setzero_pd(), lanes, idx, h, 8);
@@ -39,39 +38,18 @@ inline __mmask8 ge0_8(const float* h, const int64_t* o, __mmask8 lanes) {
   const __m256 v = _mm512_mask_i64gather_ps(_mm256_setzero_ps(), lanes, idx, h, 4);
   return _mm256_mask_cmp_ps_mask(lanes, v, _mm256_setzero_ps(), _CMP_GE_OQ);
 }
-inline __mmask8 ge0_4(const double* h, const int64_t* o, __mmask8 lanes) {
-  const __m256i idx = _mm256_maskz_loadu_epi64(lanes, o);
-  const __m256d v = _mm256_mmask_i64gather_pd(_mm256_setzero_pd(), lanes, idx, h, 8);
-  return _mm256_mask_cmp_pd_mask(lanes, v, _mm256_setzero_pd(), _CMP_GE_OQ);
-}
-inline __mmask8 ge0_4(const float* h, const int64_t* o, __mmask8 lanes) {
-  const __m256i idx = _mm256_maskz_loadu_epi64(lanes, o);
-  const __m128 v = _mm256_mmask_i64gather_ps(_mm_setzero_ps(), lanes, idx, h, 4);
-  return _mm_mask_cmp_ps_mask(lanes, v, _mm_setzero_ps(), _CMP_GE_OQ);
-}
 
+// M <= 8 streams: their fields stay in a register over the whole run of weights.
 template <typename T>
-void fields_block8(const T* h, const int64_t* const* off, const int8_t* xi, int m0, __mmask8 lanes, int i0, int i1,
-                   int32_t* field) {
+void fields_one_block(const T* h, const int64_t* const* off, const int8_t* xi, int M, int i0, int i1, int32_t* field) {
+  const __mmask8 lanes = __mmask8((1u << M) - 1u);
   __m256i acc = _mm256_setzero_si256();
   for (int i = i0; i < i1; ++i) {
     const __m256i vx = _mm256_set1_epi32(xi[i]);
-    const __mmask8 ge = ge0_8(h + i, off[i] + m0, lanes);
+    const __mmask8 ge = ge0_8(h + i, off[i], lanes);
     acc = _mm256_add_epi32(acc, _mm256_mask_blend_epi32(ge, _mm256_sub_epi32(_mm256_setzero_si256(), vx), vx));
   }
-  _mm256_mask_storeu_epi32(field + m0, lanes, _mm256_add_epi32(_mm256_maskz_loadu_epi32(lanes, field + m0), acc));
-}
-
-template <typename T>
-void fields_block4(const T* h, const int64_t* const* off, const int8_t* xi, __mmask8 lanes, int i0, int i1,
-                   int32_t* field) {
-  __m128i acc = _mm_setzero_si128();
-  for (int i = i0; i < i1; ++i) {
-    const __m128i vx = _mm_set1_epi32(xi[i]);
-    const __mmask8 ge = ge0_4(h + i, off[i], lanes);
-    acc = _mm_add_epi32(acc, _mm_mask_blend_epi32(ge, _mm_sub_epi32(_mm_setzero_si128(), vx), vx));
-  }
-  _mm_mask_storeu_epi32(field, lanes, _mm_add_epi32(_mm_maskz_loadu_epi32(lanes, field), acc));
+  _mm256_mask_storeu_epi32(field, lanes, acc);
 }
 #endif
 
@@ -81,10 +59,8 @@ void fields(const T* __restrict H, const int64_t* const* __restrict off, const i
   for (int m = 0; m < M; ++m) field[m] = 0;
   const T* h = H + k_off;
 #if defined(__AVX512F__) && defined(__AVX512DQ__) && defined(__AVX512VL__)
-  if (M <= 4) {
-    fields_block4(h, off, xi, __mmask8((1u << M) - 1u), i0, i1, field);
-  } else if (M <= 8) {
-    fields_block8(h, off, xi, 0, __mmask8((1u << M) - 1u), i0, i1, field);
+  if (M <= 8) {
+    fields_one_block(h, off, xi, M, i0, i1, field);
   } else {
     // More than one block: weight by weight, all blocks (one pass over the weights' lines of H; the
     // block-by-block order measured 5-20% slower at M = 16), fields in memory.
@@ -100,7 +76,7 @@ void fields(const T* __restrict H, const int64_t* const* __restrict off, const i
     }
   }
 #else
-  fields_scalar(h, off, xi, 0, M, i0, i1, field);
+  fields_scalar(h, off, xi, M, i0, i1, field);
 #endif
 }
 

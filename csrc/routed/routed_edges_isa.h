@@ -7,9 +7,10 @@
 //   edge_fields: every stream's share of its field over a run of weights of one unit,
 //     field[m] = sum_i sign(H[off[i][m] + k_off + i]) * xi[i] (sign(h) = +1 for h >= 0, -1
 //     otherwise, NaN included; off[i][m] = the copy stream m reads weight i from, times the copy
-//     stride), summed as it is gathered. On AVX-512 the gathers run 8 streams to an instruction (4
-//     where M <= 4) and each block of streams keeps its field in a register over the run, where the
-//     baseline build gathers, tests and adds one entry at a time. Integer sums: any order, same bits.
+//     stride), summed as it is gathered. On AVX-512 the gathers run 8 streams to an instruction (a
+//     4-lane gather for M <= 4 measured no faster), and up to 8 streams keep their fields in a
+//     register over the run; the baseline build gathers, tests and adds one entry at a time. Integer
+//     sums: any order, same bits.
 #pragma once
 #include <cstdint>
 

@@ -430,10 +430,10 @@ def test_committee_edge_epoch_with_many_copies_matches_reference(sampler):
 @pytest.mark.parametrize("M", [3, 4, 6, 12, 33],
                          ids=["copy-major-3", "copy-major-4", "copy-major-6", "copy-major-12", "weight-major"])
 def test_committee_edge_epoch_is_the_same_on_every_isa(M):
-    """The edge blocks' uniforms and (copy-major) fields come from per-ISA loops, gathers of 4 or 8
-    streams under a lane mask on AVX-512, the field in a register for up to 8 streams: every
-    instruction set gives the generic build's bits (and the reference's), with one block of 4 (3, 4),
-    one of 8 (6) and a vector plus a remainder (12)."""
+    """The edge blocks' uniforms and (copy-major) fields come from per-ISA loops, gathers of 8 streams
+    under a lane mask on AVX-512, the field in a register for up to 8 streams: every instruction set
+    gives the generic build's bits (and the reference's), with a block part full (3, 4, 6) and a
+    vector plus a remainder (12)."""
     K_, N, P = 3, 45, 10
     rng = rng_for("committee isa", M)
     patterns, labels = committee_problem(K_, N, P, rng)
