@@ -89,6 +89,18 @@ def test_gradcheck_without_bias_and_on_every_isa():
             assert torch.autograd.gradcheck(f, (x, *params)), isa
 
 
+def test_gradcheck_through_the_small_batch_paths_on_every_isa():
+    """16 rows, widths multiples of 16: the forward runs feature-major (W read in place) and the
+    backward's single gradient slot writes dW straight into the output arrays."""
+    for isa in ISAS:
+        with cpu_isa(isa):
+            torch.manual_seed(1)
+            model = FusedMLP(32, 8, hidden_features=32, hidden_layers=2, activation="tanh", dtype=F64)
+            f, params = as_function(model)
+            x = torch.randn(16, 32, dtype=F64, requires_grad=True)
+            assert torch.autograd.gradcheck(f, (x, *params)), isa
+
+
 def test_double_backward_eikonal_into_parameters_matches_sequential():
     """grad of y w.r.t. x with create_graph, then a loss on it back into the parameters (SDF training)."""
     model = FusedMLP(3, 1, 32, 2, activation="softplus", activation_param=10.0, dtype=F64)
