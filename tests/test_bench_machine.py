@@ -37,3 +37,56 @@ def test_git_commit_of_this_checkout(tmp_path):
         assert got is not None and got["commit"] == head
     else:
         assert got is None
+
+
+# Runs in a child process: pin_malloc("warm") lasts for the process, and the test process must keep
+# glibc's defaults. Allocates, touches and frees a 64 MB block (above glibc's largest dynamic mmap
+# threshold, so by default it is mapped fresh, and faults in, on every allocation) and prints the
+# page faults of the last rounds, after warm-up.
+_FAULTS_CHILD = r"""
+import ctypes, resource, sys
+from perceptrons.benchmarks import machine
+state = machine.pin_malloc(sys.argv[1])
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+def once():
+    p = libc.malloc(64 << 20)
+    ctypes.memset(p, 1, 64 << 20)
+    libc.free(p)
+for _ in range(3):
+    once()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    once()
+print(state["applied"], resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _faults_after_warmup(mode):
+    import sys
+    out = subprocess.run([sys.executable, "-c", _FAULTS_CHILD, mode], capture_output=True, text=True, timeout=120,
+                         check=True).stdout.split()
+    return out[0] == "True", int(out[1])
+
+
+@pytest.mark.skipif(not hasattr(__import__("ctypes").CDLL(None), "mallopt"), reason="needs glibc's mallopt")
+def test_warm_malloc_reuses_freed_memory():
+    applied, warm = _faults_after_warmup("warm")
+    assert applied
+    _, default = _faults_after_warmup("default")
+    # By default each of the 5 allocations faults all of its pages in again: 16,384 4 KB pages, or 32
+    # where transparent huge pages are always on. Warm, the same pages come back: next to none.
+    assert default >= 5 * 32
+    assert warm <= 16 and warm * 10 < default
+
+
+def test_pin_malloc_names_the_argument_and_the_choices():
+    with pytest.raises(ValueError, match=r"malloc: expected one of \('warm', 'default'\), got 'cold'"):
+        machine.pin_malloc("cold")
+
+
+def test_malloc_text_says_what_was_measured():
+    assert "no candidate pays page faults" in machine.malloc_text({"mode": "warm", "applied": True, "note": ""})
+    assert "not applied" in machine.malloc_text({"mode": "warm", "applied": False, "note": "no mallopt"})
+    assert "default" in machine.malloc_text(machine.pin_malloc("default"))

@@ -22,6 +22,9 @@ def main(argv=None) -> int:
     p_bench.add_argument("--threads", type=int, nargs="+", default=None, help="thread counts (default: 1 and 2)")
     p_bench.add_argument("--out", default=None, help="folder for the JSON and markdown results")
     p_bench.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline (mlp)")
+    p_bench.add_argument("--malloc", choices=("warm", "default"), default="warm",
+                         help="warm (default): pin glibc malloc so that no candidate pays page faults for memory "
+                              "it reallocates; default: leave malloc alone (see bench/README.md)")
     p_demo = sub.add_parser("demo", help="fit an image with an INR (frequency encoding + FusedMLP), side by side "
                                          "with plain torch; writes a comparison PNG and JSON")
     p_demo.add_argument("--image", default=None, help="PNG to fit instead of the built-in procedural image")
@@ -47,10 +50,11 @@ def main(argv=None) -> int:
         return 0
     if args.command == "bench" and args.family == "kan":
         from .benchmarks.kan_cpu import main as kan_main
-        return kan_main(quick=args.quick, threads=args.threads, out=args.out)
+        return kan_main(quick=args.quick, threads=args.threads, out=args.out, malloc=args.malloc)
     if args.command == "bench":
         from .benchmarks.mlp_cpu import main as bench_main
-        return bench_main(quick=args.quick, threads=args.threads, out=args.out, compile_baseline=not args.no_compile)
+        return bench_main(quick=args.quick, threads=args.threads, out=args.out, compile_baseline=not args.no_compile,
+                          malloc=args.malloc)
     if args.command == "demo":
         from .demo import main as demo_main
         return demo_main(image=args.image, steps=args.steps, size=args.size, out=args.out, threads=args.threads,

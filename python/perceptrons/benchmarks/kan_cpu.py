@@ -388,7 +388,8 @@ def machine_text(m: dict) -> str:
             + (f", nominal {nominal:.0f} GFLOP/s" if nominal else "")
             + f"; torch {v['torch']}, pykan {v.get('pykan') or 'not installed'}, perceptrons {v['perceptrons']}"
             + (f", commit {m['git']['commit'][:10]}{' (dirty)' if m['git']['dirty'] else ''}" if m["git"] else "")
-            + f"; load average at start {', '.join(f'{x:.2f}' for x in m['load_average_start'] or [])}")
+            + f"; load average at start {', '.join(f'{x:.2f}' for x in m['load_average_start'] or [])}"
+            + (f"; {machine.malloc_text(m['malloc'])}" if "malloc" in m else ""))
 
 
 # ---- entry point --------------------------------------------------------------------------------
@@ -420,9 +421,10 @@ def _load_partial(path, log):
     return records, prev
 
 
-def main(quick: bool = False, threads=None, out=None, pykan=None, resume: bool = False) -> int:
+def main(quick: bool = False, threads=None, out=None, pykan=None, resume: bool = False, malloc: str = "warm") -> int:
     """Runs the benchmark, prints markdown tables; returns 1 if a validation fails, else 0.
     pykan: time pykan's KANLayer where it fits (default: in the full sweep, not in quick mode).
+    malloc: "warm" or "default", see machine.pin_malloc (which it calls first: it lasts for the process).
     With `out`, the records so far are kept in <out>/kan_cpu[_quick].partial.json after every case
     (removed at the end); resume=True continues from that file, skipping the cases it holds (a long
     sweep on a shared machine can be killed, e.g. by a rebuild of the extension under it)."""
@@ -431,12 +433,14 @@ def main(quick: bool = False, threads=None, out=None, pykan=None, resume: bool =
     threads = list(threads or DEFAULT_THREADS)
     if any(t < 1 for t in threads):
         raise ValueError(f"threads: expected positive counts, got {threads}")
+    malloc_state = machine.pin_malloc(malloc)
     want_pykan = (not quick) if pykan is None else bool(pykan)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # progress on stderr; tables on stdout
     t_start = time.perf_counter()
     waiter = machine.QuietWaiter(QUIET_WAIT_BUDGET_S[quick], BUSY_FRACTION)
     m = collect_machine(threads, waiter)
     m["versions"]["pykan"] = _pykan_version()
+    m["malloc"] = malloc_state
     m["started_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     busy = m["foreign_cpu_fraction_start"]
     if busy is not None and busy > BUSY_FRACTION:
@@ -447,6 +451,10 @@ def main(quick: bool = False, threads=None, out=None, pykan=None, resume: bool =
     todo = cases(quick)
     partial = _partial_path(out, quick) if out else None
     records, prev = _load_partial(partial, log) if resume and partial and os.path.exists(partial) else ([], None)
+    if records and (prev.get("malloc") or {}).get("mode", "default") != malloc:
+        log(f"resume: the partial run was timed with malloc {(prev.get('malloc') or {}).get('mode', 'default')!r}, "
+            f"this one with {malloc!r}; starting afresh instead of mixing the two")
+        records, prev = [], None
     if records:
         m["resumed_from"] = {"records": len(records), "git": prev.get("git"), "extension": prev.get("extension"),
                              "started_utc": prev.get("started_utc"), "load_average_start": prev.get("load_average_start")}

@@ -144,6 +144,52 @@ def set_numpy_threads(n: int) -> str:
     return "openblas"
 
 
+# ---- malloc state -------------------------------------------------------------------------------
+# Eager torch allocates every intermediate on every call (16 MB per hidden layer of a 2^16-row MLP).
+# Whether glibc hands a freed block of that size back as the same pages or as fresh ones (one page
+# fault per 4 KB) depends on its dynamic mmap and trim thresholds, i.e. on everything the process
+# allocated before. Measured on the 2-core VM (32-64-64-16 relu, 2^16 rows, eager inference, 1 / 2
+# threads): 27-30 / 16-22 ms with ~8,000 faults per call in a fresh process, 18.5-19.6 / 9.6-11.9 ms
+# with none. A sweep that times rows one after another then compares some rows against a faulting
+# eager and others against a fault-free one. "warm" pins the fault-free state for the whole process
+# before anything is timed: no mmap for large blocks (they come from the heap and are reused) and
+# no trimming of the heap's top, so after warm-up no candidate pays page faults for memory it
+# reallocates: the strongest form of every baseline. "default" leaves glibc alone (what a fresh user
+# process gets; each row then reports its faults per call).
+
+MALLOC_MODES = ("warm", "default")
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc <malloc.h>
+_INT_MAX = 2 ** 31 - 1                    # mallopt takes an int
+
+
+def pin_malloc(mode: str) -> dict:
+    """Puts this process's malloc into `mode` (see MALLOC_MODES); returns what was done, for the
+    results. "warm" cannot be undone within the process (glibc's dynamic thresholds stay off), so
+    call it from a benchmark's entry point, not from a library or test process."""
+    if mode not in MALLOC_MODES:
+        raise ValueError(f"malloc: expected one of {MALLOC_MODES}, got {mode!r}")
+    if mode == "default":
+        return {"mode": "default", "applied": True, "note": "glibc malloc left in its default, dynamic state"}
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return {"mode": "warm", "applied": False, "note": "no mallopt (not glibc): malloc left as it is"}
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    ok = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _INT_MAX))
+    return {"mode": "warm", "applied": ok,
+            "note": ("mallopt(M_MMAP_MAX, 0), mallopt(M_TRIM_THRESHOLD, INT_MAX): freed memory is reused, "
+                     "no page faults after warm-up" if ok else "mallopt refused: malloc left as it is")}
+
+
+def malloc_text(state: dict) -> str:
+    """One phrase for a results header."""
+    if state["mode"] == "warm" and state["applied"]:
+        return "malloc warm (large blocks reused, never unmapped: no candidate pays page faults after warm-up)"
+    if state["mode"] == "warm":
+        return f"malloc warm requested but not applied ({state['note']})"
+    return "malloc default (glibc's dynamic thresholds: eager's intermediates may fault in every call)"
+
+
 # ---- other processes' CPU use ---------------------------------------------------------------------
 # The load average lags by a minute and counts our own threads; what spoils an OpenMP timing is
 # another process running at the same moment. This measures exactly that: CPU time the whole machine

@@ -290,7 +290,8 @@ def machine_text(m: dict) -> str:
             + f"; torch {m['versions']['torch']}, numpy {m['versions']['numpy']} "
             f"(BLAS threads: {m['numpy_threads_control']}), perceptrons {m['versions']['perceptrons']}"
             + (f", commit {m['git']['commit'][:10]}{' (dirty)' if m['git']['dirty'] else ''}" if m["git"] else "")
-            + f"; load average at start {', '.join(f'{v:.2f}' for v in m['load_average_start'] or [])}")
+            + f"; load average at start {', '.join(f'{v:.2f}' for v in m['load_average_start'] or [])}"
+            + (f"; {machine.malloc_text(m['malloc'])}" if "malloc" in m else ""))
 
 
 # ---- entry point --------------------------------------------------------------------------------
@@ -309,16 +310,19 @@ def collect_machine(threads, waiter) -> dict:
             "load_average_start": load, "dtype": "float32"}
 
 
-def main(quick: bool = False, threads=None, out=None, compile_baseline: bool = True) -> int:
-    """Runs the benchmark, prints a markdown table; returns 1 if a validation fails, else 0."""
+def main(quick: bool = False, threads=None, out=None, compile_baseline: bool = True, malloc: str = "warm") -> int:
+    """Runs the benchmark, prints a markdown table; returns 1 if a validation fails, else 0.
+    malloc: "warm" or "default", see machine.pin_malloc (which it calls first: it lasts for the process)."""
     from .. import set_num_threads
     threads = list(threads or DEFAULT_THREADS)
     if any(t < 1 for t in threads):
         raise ValueError(f"threads: expected positive counts, got {threads}")
+    malloc_state = machine.pin_malloc(malloc)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # progress on stderr; tables on stdout
     t_start = time.perf_counter()
     waiter = machine.QuietWaiter(QUIET_WAIT_BUDGET_S[quick], BUSY_FRACTION)
     m = collect_machine(threads, waiter)
+    m["malloc"] = malloc_state
     busy = m["foreign_cpu_fraction_start"]
     if busy is not None and busy > BUSY_FRACTION:
         log(f"warning: other processes are using {100 * busy:.0f}% of the CPUs; OpenMP timings suffer when "

@@ -165,7 +165,10 @@ def _timed(fn):
     return time.perf_counter() - t
 
 
-def main(quick=False, threads=None, out=None):
+def main(quick=False, threads=None, out=None, malloc="warm"):
+    """Runs the benchmark, prints the tables. malloc: "warm" or "default", see machine.pin_malloc
+    (which it calls first: it lasts for the process)."""
+    malloc_state = machine.pin_malloc(malloc)
     threads = threads or os.cpu_count()
     from .. import set_num_threads
     set_num_threads(threads)
@@ -206,7 +209,7 @@ def main(quick=False, threads=None, out=None):
                       f"{rates['reference_updates_per_s']:.3g}/s, {rates['speedup']:.1f}x "
                       f"[{rates['speedup_min']:.1f}-{rates['speedup_max']:.1f}]", file=sys.stderr, flush=True)
     result = {"machine": machine.cpuinfo(), "versions": machine.versions(), "threads": threads,
-              "copy_bandwidth_bytes_per_s": bandwidth, "fma_peak_flops": peak,
+              "copy_bandwidth_bytes_per_s": bandwidth, "fma_peak_flops": peak, "malloc": malloc_state,
               "commit": machine.git_commit(os.path.dirname(os.path.abspath(__file__))),
               "hidden_layers": HIDDEN_LAYERS, "sigma": SIGMA, "mlp": records, "perceptron": perc}
     text = table(result)
@@ -230,6 +233,7 @@ def table(result) -> str:
     names = ["batched", "vmap", "loop", "routed_I", "routed_layer", "routed_unit", "routed_edge", "torch_floor"]
     bw = result.get("copy_bandwidth_bytes_per_s")
     lines = [f"# Routed replicas on the CPU ({result['threads']} threads)", "",
+             *([machine.malloc_text(result["malloc"]) + ".", ""] if "malloc" in result else []),
              f"Training step (forward + MSE + backward), {result['hidden_layers']} hidden layers of width W, "
              f"in = out = W, ReLU; routed arms: ring-Gaussian Q (sigma = {result['sigma']}), per batch, annealed. "
              "Milliseconds per step (median over interleaved rounds); ratio columns: routed / batched "
