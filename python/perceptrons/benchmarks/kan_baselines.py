@@ -196,10 +196,11 @@ class PeakRss:
     while the block ran, minus the size at entry, sampled every `interval_s` by a thread (torch ops
     release the GIL, so it samples during them). None where /proc/self/statm is unavailable. It is an
     approximation: short peaks between samples are missed, and memory the allocator keeps after a
-    free (small blocks on the heap) counts as in use; tensors of more than a few MB are mmapped and
-    returned on free, so the large ones are counted as they come and go. At entry glibc's free heap
-    pages are returned to the system (malloc_trim), so that blocks reused from earlier calls are not
-    hidden in the starting size."""
+    free (small blocks on the heap) counts as in use. Large tensors are mmapped and returned on free
+    under glibc's default state; under the benchmarks' warm state (machine.pin_malloc) they come from
+    the heap and a freed block's pages are reused by the next one, so the peak is what was live at
+    once either way. At entry glibc's free heap pages are returned to the system (malloc_trim), so that
+    blocks reused from earlier calls are not hidden in the starting size."""
 
     def __init__(self, interval_s: float = 0.001):
         self.interval_s = interval_s
