@@ -90,3 +90,9 @@ def test_malloc_text_says_what_was_measured():
     assert "no candidate pays page faults" in machine.malloc_text({"mode": "warm", "applied": True, "note": ""})
     assert "not applied" in machine.malloc_text({"mode": "warm", "applied": False, "note": "no mallopt"})
     assert "default" in machine.malloc_text(machine.pin_malloc("default"))
+
+
+def test_concurrent_peak_measures_every_core():
+    from perceptrons import _C
+    per_core = machine.measured_concurrent_peak_gflops(_C.cpu_isa(), 2, seconds=0.05)
+    assert len(per_core) == 2 and all(g > 0 for g in per_core)

@@ -287,6 +287,8 @@ def machine_text(m: dict) -> str:
             f"one-core FP32 FMA peak: measured {m['measured_core_peak_gflops']:.1f} GFLOP/s (higher of start "
             f"{m['measured_core_peak_gflops_start']:.1f} and end {m['measured_core_peak_gflops_end']:.1f})"
             + (f", nominal {nominal:.0f} GFLOP/s" if nominal else "")
+            + "".join(f"; {t} cores at once: {', '.join(f'{g:.1f}' for g in per)} GFLOP/s per core"
+                      for t, per in (m.get("measured_concurrent_peak_gflops") or {}).items())
             + f"; torch {m['versions']['torch']}, numpy {m['versions']['numpy']} "
             f"(BLAS threads: {m['numpy_threads_control']}), perceptrons {m['versions']['perceptrons']}"
             + (f", commit {m['git']['commit'][:10]}{' (dirty)' if m['git']['dirty'] else ''}" if m["git"] else "")
@@ -304,6 +306,8 @@ def collect_machine(threads, waiter) -> dict:
     foreign = waiter.wait()  # the peak is the denominator of every '% peak': measure it on a quiet machine
     return {"cpu": cpu, "cpu_isa": isa, "threads": list(threads), "foreign_cpu_fraction_start": foreign,
             "measured_core_peak_gflops": machine.measured_core_peak_gflops(isa),
+            "measured_concurrent_peak_gflops": {str(t): machine.measured_concurrent_peak_gflops(isa, t)
+                                                for t in threads if t > 1},
             "nominal_core_peak": machine.nominal_core_peak(isa, cpu["mhz"]),
             "versions": machine.versions(), "git": machine.git_commit(os.path.dirname(os.path.abspath(__file__))),
             "extension": machine.extension_built(),
