@@ -23,9 +23,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-plot", action="store_true", help="do not draw kan_cpu_speedup.png")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted sweep from results/cpu/kan_cpu.partial.json")
-    parser.add_argument("--malloc", choices=("warm", "default"), default="warm",
-                        help="warm (default): pin glibc malloc so that no candidate pays page faults for memory it "
-                             "reallocates; default: leave malloc alone (see bench/README.md)")
+    from perceptrons.benchmarks import machine
+    machine.add_malloc_argument(parser)
     args = parser.parse_args(argv)
     from perceptrons.benchmarks.kan_cpu import main as bench
     rc = bench(quick=False, threads=args.threads, out=RESULTS, pykan=not args.no_pykan, resume=args.resume,

@@ -18,9 +18,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, nargs="+", default=None, help="thread counts (default: 1 and 2)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
     parser.add_argument("--no-plot", action="store_true", help="do not draw mlp_cpu_throughput.png")
-    parser.add_argument("--malloc", choices=("warm", "default"), default="warm",
-                        help="warm (default): pin glibc malloc so that no candidate pays page faults for memory it "
-                             "reallocates; default: leave malloc alone (see bench/README.md)")
+    from perceptrons.benchmarks import machine
+    machine.add_malloc_argument(parser)
     args = parser.parse_args(argv)
     from perceptrons.benchmarks.mlp_cpu import main as bench
     rc = bench(quick=False, threads=args.threads, out=RESULTS, compile_baseline=not args.no_compile,

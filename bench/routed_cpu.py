@@ -15,9 +15,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small grid (about a minute)")
     parser.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
-    parser.add_argument("--malloc", choices=("warm", "default"), default="warm",
-                        help="warm (default): pin glibc malloc so that no candidate pays page faults for memory it "
-                             "reallocates; default: leave malloc alone (see bench/README.md)")
+    from perceptrons.benchmarks import machine
+    machine.add_malloc_argument(parser)
     args = parser.parse_args(argv)
     from perceptrons.benchmarks.routed_cpu import main as bench
     return bench(quick=args.quick, threads=args.threads, out=None if args.quick else RESULTS,

@@ -22,9 +22,8 @@ def main(argv=None) -> int:
     p_bench.add_argument("--threads", type=int, nargs="+", default=None, help="thread counts (default: 1 and 2)")
     p_bench.add_argument("--out", default=None, help="folder for the JSON and markdown results")
     p_bench.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline (mlp)")
-    p_bench.add_argument("--malloc", choices=("warm", "default"), default="warm",
-                         help="warm (default): pin glibc malloc so that no candidate pays page faults for memory "
-                              "it reallocates; default: leave malloc alone (see bench/README.md)")
+    from .benchmarks.machine import add_malloc_argument
+    add_malloc_argument(p_bench)
     p_demo = sub.add_parser("demo", help="fit an image with an INR (frequency encoding + FusedMLP), side by side "
                                          "with plain torch; writes a comparison PNG and JSON")
     p_demo.add_argument("--image", default=None, help="PNG to fit instead of the built-in procedural image")

@@ -451,9 +451,10 @@ def main(quick: bool = False, threads=None, out=None, pykan=None, resume: bool =
     todo = cases(quick)
     partial = _partial_path(out, quick) if out else None
     records, prev = _load_partial(partial, log) if resume and partial and os.path.exists(partial) else ([], None)
-    if records and (prev.get("malloc") or {}).get("mode", "default") != malloc:
-        log(f"resume: the partial run was timed with malloc {(prev.get('malloc') or {}).get('mode', 'default')!r}, "
-            f"this one with {malloc!r}; starting afresh instead of mixing the two")
+    prev_malloc = (prev or {}).get("malloc", {}).get("mode", "default")  # runs before the option: default
+    if records and prev_malloc != malloc:
+        log(f"resume: the partial run was timed with malloc {prev_malloc!r}, this one with {malloc!r}; starting "
+            "afresh instead of mixing the two")
         records, prev = [], None
     if records:
         m["resumed_from"] = {"records": len(records), "git": prev.get("git"), "extension": prev.get("extension"),

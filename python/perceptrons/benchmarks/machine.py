@@ -201,6 +201,13 @@ def pin_malloc(mode: str) -> dict:
                      "no page faults after warm-up" if ok else "mallopt refused: malloc left as it is")}
 
 
+def add_malloc_argument(parser) -> None:
+    """The --malloc option every CPU benchmark entry point takes (argparse parser or subparser)."""
+    parser.add_argument("--malloc", choices=MALLOC_MODES, default="warm",
+                        help="warm (default): pin glibc malloc so that no candidate pays page faults for memory it "
+                             "reallocates; default: leave malloc alone (see bench/README.md)")
+
+
 def malloc_text(state: dict) -> str:
     """One phrase for a results header."""
     if state["mode"] == "warm" and state["applied"]:
