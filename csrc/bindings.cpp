@@ -564,12 +564,14 @@ PYBIND11_MODULE(_C, m) {
           d["acc_in_smem"] = plan.acc_in_smem;
           d["x_prefetched"] = plan.x_prefetched;
           d["dy_prefetched"] = plan.dy_prefetched;
+          d["reduce_unit_tiles"] = plan.reduce_unit_tiles;
           return d;
         },
         py::arg("dtype"), py::arg("widths"), py::arg("activation"), py::arg("batch"), py::arg("sm_count"),
         py::arg("smem_optin"), py::arg("x_prefetchable"), py::arg("dy_prefetchable"),
         "How the CUDA backward would run on a device with these limits (no device needed): warps per "
-        "block, prefetch depth, grid, shared memory, where the weight-gradient accumulators live.");
+        "block, prefetch depth, grid, shared memory, where the weight-gradient accumulators live, n-tiles "
+        "per unit of the weight-gradient reduction.");
 
   m.def("mlp_forward_cuda",
         [](int dtype, const std::vector<int64_t>& widths, int act, double act_p, int out_act, double out_p,

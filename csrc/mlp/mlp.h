@@ -133,6 +133,7 @@ struct MlpCudaBackwardPlan {
   int64_t smem_bytes = 0;   // dynamic shared memory per block
   bool acc_in_smem = false; // weight-gradient accumulators in shared memory (else the global slab)
   bool x_prefetched = false, dy_prefetched = false;
+  int reduce_unit_tiles = 0; // n-tiles per unit of the weight-gradient reduction (cuda_layout::reduce_unit_tiles)
 };
 // Unsupported when the configuration is not a CUDA one or no plan fits the limits.
 Status mlp_cuda_plan_backward(const MlpConfig& c, int64_t batch, int sm_count, int smem_optin, bool x_prefetchable,

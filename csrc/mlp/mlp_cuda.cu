@@ -118,6 +118,7 @@ Status mlp_cuda_plan_backward(const MlpConfig& c, int64_t batch, int sm_count, i
   out->acc_in_smem = plan.acc_in_smem;
   out->x_prefetched = plan.x_async;
   out->dy_prefetched = plan.dy_async;
+  out->reduce_unit_tiles = cuda_layout::reduce_unit_tiles_for_width(c.widths[1], plan.warps);
   return Status::Ok;
 }
 
@@ -144,17 +145,19 @@ Status mlp_forward_cuda(const MlpForwardArgs& a, void* workspace, int64_t worksp
   p.y = a.y;
   p.x_pairs = aligned_pairs(a.x, p.in);
   p.y_pairs = aligned_pairs(a.y, p.out);
-  // Prefetching x (H100, 2^21 rows, fp16, measured on the generic-activation kernels) paid in the
-  // training forward (w64x4: 0.725 -> 0.682 ms) and at width 128 (inference 1.93 -> 1.62 ms: one
-  // m-tile per warp, few warps per SM), not in inference up to width 64 (0.414 -> 0.431 ms: three
-  // blocks per SM hide the loads already). Not re-measured on the ReLU kernels (w128x4 inference
-  // with it: 1.81 ms in bench/results/h100 run 8).
-  p.x_async = (a.training || c.widths[1] >= 128) && cuda::async_rows_ok(a.x, p.in, cuda_layout::kMaxAsyncIn);
-  // Else x as 16-byte row segments straight into fragments (layer 0 packed k-permuted), where its
-  // width and alignment allow: 2 loads per 32 columns and 16 rows instead of 8 4-byte ones, each with
-  // its own address and bounds arithmetic.
-  // (H100, w64x4, 2^21 rows, fp16: inference 0.380 -> 0.368 ms.)
-  p.x_vec = !p.x_async && cuda::async_rows_ok(a.x, p.in, cuda_layout::kMaxIoWidth);
+  // x is prefetched (cp.async, the next tile's rows while the warp computes the current one) where its
+  // width and alignment allow; up to hidden width 64 the prefetched rows are read as 16-byte row
+  // segments straight into fragments (x_vec: layer 0 packed k-permuted), at 128 fragment by fragment.
+  // Without the prefetch, x is read as row segments straight from global memory where it allows, else
+  // fragment by fragment. H100, 2^21 rows, fp16, inference kernel (bench/results/h100): w64x4 row
+  // segments from global 0.345 ms, prefetched and read fragment by fragment 0.329-0.331 (run 17); with
+  // the one-cvt ReLU, prefetched fragment by fragment 0.325-0.329, prefetched row segments 0.317-0.320
+  // (run 19). w128x4 (one m-tile per warp): prefetched row segments 1.734-1.740 ms against 1.725
+  // fragment by fragment (run 22): a lane's 16-byte reads take four times the shared-memory wavefronts
+  // of its 4-byte ones (two-way bank conflicts at the padded stride), which one m-tile does not repay.
+  // Before the ReLU kernels prefetching lost at inference up to width 64 (0.414 -> 0.431 ms, run 8).
+  p.x_async = cuda::async_rows_ok(a.x, p.in, cuda_layout::kMaxAsyncIn);
+  p.x_vec = cuda::async_rows_ok(a.x, p.in, cuda_layout::kMaxIoWidth) && (!p.x_async || c.widths[1] <= 64);
   cudaError_t e = pack(c, a.params, lay, ws, false, p.x_vec, stream);
   if (e != cudaSuccess) return fail(e, "mlp_forward_cuda: weight repacking");
   // y through shared memory in 16-byte row segments where its width and alignment allow it (H100,

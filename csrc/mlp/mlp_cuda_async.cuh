@@ -50,6 +50,15 @@ struct RowSegments {
   int per_row, r, c, r_step, c_step;
   __device__ __forceinline__ RowSegments(int cols, int lane)
       : per_row(cols / 8), r(lane / per_row), c(lane % per_row), r_step(32 / per_row), c_step(32 % per_row) {}
+  // From this lane's segment (row r, column segment c) to its next one, 32 segments on.
+  __device__ __forceinline__ void next(int& row, int& col) const {
+    row += r_step;
+    col += c_step;
+    if (col >= per_row) {
+      col -= per_row;
+      ++row;
+    }
+  }
 };
 
 // Warp-cooperative: rows [r0, r0 + nrows) of the row-major (rows x cols) matrix m into dst (row
@@ -61,12 +70,7 @@ __device__ __forceinline__ void async_copy_rows(uint16_t* dst, const void* m, in
   for (int r = seg.r, c = seg.c; r < nrows;) {
     const bool ok = r0 + r < rows;
     cp_async_16(dst + r * ld + 8 * c, ok ? src + (r0 + r) * cols + 8 * c : src, ok ? 16 : 0);
-    r += seg.r_step;
-    c += seg.c_step;
-    if (c >= seg.per_row) {
-      c -= seg.per_row;
-      ++r;
-    }
+    seg.next(r, c);
   }
 }
 
@@ -80,13 +84,17 @@ __device__ __forceinline__ void store_rows(void* m, int64_t rows, int cols, int6
   for (int r = seg.r, c = seg.c; r < nrows;) {
     if (r0 + r < rows)
       *reinterpret_cast<uint4*>(dst + (r0 + r) * cols + 8 * c) = *reinterpret_cast<const uint4*>(src + r * ld + 8 * c);
-    r += seg.r_step;
-    c += seg.c_step;
-    if (c >= seg.per_row) {
-      c -= seg.per_row;
-      ++r;
-    }
+    seg.next(r, c);
   }
+}
+
+// Warp-cooperative, within shared memory: rows [0, nrows) of a landed row block (row stride
+// async_row_stride(cols)) to dst (row stride dst_ld elements, 16-byte aligned rows), 16 bytes a copy.
+__device__ __forceinline__ void copy_rows_shared(uint16_t* dst, int dst_ld, const uint16_t* src, int cols, int nrows,
+                                                 const RowSegments& seg) {
+  const int ld = async_row_stride(cols);
+  for (int r = seg.r, c = seg.c; r < nrows; seg.next(r, c))
+    *reinterpret_cast<uint4*>(dst + r * dst_ld + 8 * c) = *reinterpret_cast<const uint4*>(src + r * ld + 8 * c);
 }
 
 // A fragment of the 16 x 16 block at (row r0, column c0) of a landed row block; columns >= cols read 0.

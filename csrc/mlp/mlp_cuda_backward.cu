@@ -69,11 +69,23 @@ __device__ __forceinline__ void saved_to_input(uint32_t (&h)[KT][4], const uint3
     }
 }
 
+// Which of a warp's 16 rows are in the batch: all (full, warp-uniform), else row g (ok0) and g + 8 (ok1).
+struct RowsLive {
+  bool full, ok0, ok1;
+};
+
+// A warp's fragments of KT k-tiles into its 16 staging rows, rows past the batch as zeros. A full tile
+// (every tile but the batch's last) stages without the per-register selects.
 template <typename T, int KT>
-__device__ __forceinline__ void stage_a(T* s, int ld, int srow, const uint32_t (&a)[KT][4], int g, int t, bool ok0,
-                                        bool ok1) {
+__device__ __forceinline__ void stage_a(T* s, int ld, int srow, const uint32_t (&a)[KT][4], int g, int t,
+                                        const RowsLive& live) {
+  if (live.full) {
 #pragma unroll
-  for (int kk = 0; kk < KT; ++kk) stage_frag<T>(s, ld, srow, kk * 16, a[kk], g, t, ok0, ok1);
+    for (int kk = 0; kk < KT; ++kk) stage_frag<T>(s, ld, srow, kk * 16, a[kk], g, t, true, true);
+  } else {
+#pragma unroll
+    for (int kk = 0; kk < KT; ++kk) stage_frag<T>(s, ld, srow, kk * 16, a[kk], g, t, live.ok0, live.ok1);
+  }
 }
 
 // Columns [c_from, c_to) of the warp's 16 staging rows: the ones column (bias) at c_from, zeros after
@@ -91,59 +103,67 @@ __device__ __forceinline__ void stage_tail(T* s, int ld, int srow, int c_from, i
 }
 
 // acc(mt_n * 16 x nt_n * 8, C-fragment order) += sG^T * sH over the chunk's rows. Units are one m-tile
-// by four n-tiles, numbered n-group-major so that the short last n-group (the bias column's tile, when
-// the input width is a multiple of 8) comes last: warp w takes units w, w + WARPS, ..., so every
-// warp gets the same number of full units (at width 64: one each, plus a one-tile unit for four warps;
-// a warp's share was up to twice the mean with two m-tiles per unit). Each accumulator has one owner.
-template <typename T, int WARPS>
+// by U n-tiles (cuda_layout::reduce_unit_tiles), numbered n-group-major so that the short last n-group
+// (the bias column's tile, when the input width is a multiple of 8) comes last: warp w takes units
+// w, w + WARPS, ..., and each accumulator has one owner. At width 64 with 12 warps, units of 3 give
+// every warp 3 tiles of the 4 x 9; units of 4 gave eight warps 4 and four warps the lone bias tile,
+// and the layer waited for the busiest.
+template <typename T, int WARPS, int U>
 __device__ __forceinline__ void reduce_chunk(float* acc, int mt_n, int nt_n, const T* sG, int sg_ld, const T* sH,
                                              int sh_ld, int warp, int lane) {
-  const int units_n = (nt_n + 3) / 4;
+  static_assert(U >= 1 && U <= 4, "a unit is 1 to 4 n-tiles");
+  constexpr int BP = (U + 1) / 2;  // B loads per k-step: x4 for each pair of n-tiles, x2 for an odd last one
+  const int units_n = (nt_n + U - 1) / U;
   const int q = lane >> 3, r8 = lane & 7;
   for (int u = warp; u < mt_n * units_n; u += WARPS) {
     const int un = u / mt_n, um = u - un * mt_n;
-    bool nv[4];
+    const int nt0 = un * U;
+    bool nv[U];
 #pragma unroll
-    for (int j = 0; j < 4; ++j) nv[j] = un * 4 + j < nt_n;
-    float* unit_acc = acc + ((int64_t(um) * nt_n + un * 4) * 32 + lane) * 4;
-    float c[4][4];
+    for (int j = 0; j < U; ++j) nv[j] = nt0 + j < nt_n;
+    float* unit_acc = acc + ((int64_t(um) * nt_n + nt0) * 32 + lane) * 4;
+    float c[U][4];
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
+    for (int j = 0; j < U; ++j) {
       float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
       if (nv[j]) v = *reinterpret_cast<const float4*>(unit_acc + j * 128);
       c[j][0] = v.x; c[j][1] = v.y; c[j][2] = v.z; c[j][3] = v.w;
     }
     const T* ga = sG + ((q >> 1) * 8 + r8) * sg_ld + um * 16 + (q & 1) * 8;
-    const T* hb = sH + ((q & 1) * 8 + r8) * sh_ld + (un * 4 + (q >> 1)) * 8;
+    const T* hb = sH + ((q & 1) * 8 + r8) * sh_ld + (nt0 + (q >> 1)) * 8;
     // g^T: matrices (rows 0-7, o 0-7), (0-7, 8-15), (8-15, 0-7), (8-15, 8-15);
-    // h: matrices (rows 0-7, n 2pp), (8-15, 2pp), (0-7, 2pp+1), (8-15, 2pp+1).
+    // h: matrices (rows 0-7, n 2pp), (8-15, 2pp), (0-7, 2pp+1), (8-15, 2pp+1) (x2: the first two).
     // Full units run without predicates: the compiler puts a WARPSYNC before every predicated
     // ldmatrix / mma.sync, which nearly doubled the instructions of this loop.
-    if (un * 4 + 4 <= nt_n) {
+    if (nt0 + U <= nt_n) {
 #pragma unroll 4
       for (int ks = 0; ks < WARPS; ++ks) {
-        uint32_t a[4], b[2][4];
+        uint32_t a[4], b[BP][4];
         ldmatrix_x4_trans(a, ga + ks * 16 * sg_ld);
-        ldmatrix_x4_trans(b[0], hb + ks * 16 * sh_ld);
-        ldmatrix_x4_trans(b[1], hb + ks * 16 * sh_ld + 16);
 #pragma unroll
-        for (int j = 0; j < 4; ++j) mma_16816<T>(c[j], a, b[j / 2][2 * (j & 1)], b[j / 2][2 * (j & 1) + 1]);
+        for (int pp = 0; pp < U / 2; ++pp) ldmatrix_x4_trans(b[pp], hb + ks * 16 * sh_ld + pp * 16);
+        if constexpr (U % 2 == 1) ldmatrix_x2_trans(b[U / 2], hb + ks * 16 * sh_ld + (U / 2) * 16);
+#pragma unroll
+        for (int j = 0; j < U; ++j) mma_16816<T>(c[j], a, b[j / 2][2 * (j & 1)], b[j / 2][2 * (j & 1) + 1]);
       }
     } else {
 #pragma unroll 2
       for (int ks = 0; ks < WARPS; ++ks) {
-        uint32_t a[4], b[2][4];
+        uint32_t a[4], b[BP][4];
         ldmatrix_x4_trans(a, ga + ks * 16 * sg_ld);
 #pragma unroll
-        for (int pp = 0; pp < 2; ++pp)
-          if (nv[2 * pp]) ldmatrix_x4_trans(b[pp], hb + ks * 16 * sh_ld + pp * 16);
+        for (int pp = 0; pp < BP; ++pp) {
+          if (!nv[2 * pp]) continue;
+          if (2 * pp + 1 < U && nv[2 * pp + 1]) ldmatrix_x4_trans(b[pp], hb + ks * 16 * sh_ld + pp * 16);
+          else ldmatrix_x2_trans(b[pp], hb + ks * 16 * sh_ld + pp * 16);
+        }
 #pragma unroll
-        for (int j = 0; j < 4; ++j)
+        for (int j = 0; j < U; ++j)
           if (nv[j]) mma_16816<T>(c[j], a, b[j / 2][2 * (j & 1)], b[j / 2][2 * (j & 1) + 1]);
       }
     }
 #pragma unroll
-    for (int j = 0; j < 4; ++j)
+    for (int j = 0; j < U; ++j)
       if (nv[j]) *reinterpret_cast<float4*>(unit_acc + j * 128) = make_float4(c[j][0], c[j][1], c[j][2], c[j][3]);
   }
 }
@@ -248,6 +268,7 @@ __global__ void __launch_bounds__(WARPS * 32, 1) mlp_backward_kernel(const __gri
   const int last = p.n_layers - 1;
   const int out_np = (p.out + 15) / 16, in_np = (p.in + 15) / 16;
   const int srow = warp * 16;
+  constexpr int kUnit = cuda_layout::reduce_unit_tiles_for_width(W, WARPS);
 
   for (int64_t i = threadIdx.x; i < p.acc_total; i += blockDim.x) acc[i] = 0.f;
   __syncthreads();
@@ -258,18 +279,13 @@ __global__ void __launch_bounds__(WARPS * 32, 1) mlp_backward_kernel(const __gri
   for (int64_t chunk = blockIdx.x; chunk < n_chunks; chunk += gridDim.x) {
     const int64_t r0 = chunk * kChunkRows + srow;
     const bool live = r0 < p.batch;
-    const bool ok0 = r0 + g < p.batch, ok1 = r0 + g + 8 < p.batch;
+    const RowsLive rows{r0 + 16 <= p.batch, r0 + g < p.batch, r0 + g + 8 < p.batch};
 
     // dy: from its slot into this warp's rows of sG (free since the last reduce), where the output
     // layer reads it and overwrites it, position by position, with g; the slot goes back at once.
     const uint16_t* dys = reinterpret_cast<const uint16_t*>(stream.consume());
     if (p.dy_async) {
-      const int per_row = p.out / 8, ld = async_row_stride(p.out);
-      for (int i = lane; i < 16 * per_row; i += 32) {
-        const int r = i / per_row, c = i - r * per_row;
-        *reinterpret_cast<uint4*>(sG + (srow + r) * p.sg_ld + 8 * c) =
-            *reinterpret_cast<const uint4*>(dys + r * ld + 8 * c);
-      }
+      copy_rows_shared(reinterpret_cast<uint16_t*>(sG + srow * p.sg_ld), p.sg_ld, dys, p.out, 16, stream.dy_seg);
       __syncwarp();
     }
     stream.refill();
@@ -332,10 +348,10 @@ __global__ void __launch_bounds__(WARPS * 32, 1) mlp_backward_kernel(const __gri
         mma_16816<T>(accg[2 * jn + 1], ga, b.z, b.w);
       }
     }
-    stage_a<T, KT>(sH, p.sh_ld, srow, h, g, t, ok0, ok1);
+    stage_a<T, KT>(sH, p.sh_ld, srow, h, g, t, rows);
     stage_tail<T>(sH, p.sh_ld, srow, W, p.acc_nt[last] * 8, r0, p.batch, lane);
     __syncthreads();
-    reduce_chunk<T, WARPS>(acc + p.acc_off[last], p.acc_mt[last], p.acc_nt[last], sG, p.sg_ld, sH, p.sh_ld, warp, lane);
+    reduce_chunk<T, WARPS, kUnit>(acc + p.acc_off[last], p.acc_mt[last], p.acc_nt[last], sG, p.sg_ld, sH, p.sh_ld, warp, lane);
     __syncthreads();
 
     // ---- Hidden layers, top down: layer l maps h_{l-1} (x for l = 0) to h_l, which saved s.
@@ -364,7 +380,7 @@ __global__ void __launch_bounds__(WARPS * 32, 1) mlp_backward_kernel(const __gri
 #pragma unroll
         for (int kk = 0; kk < KT; ++kk) c_to_a<T>(ga[kk], accg[2 * kk], accg[2 * kk + 1]);
       }
-      stage_a<T, KT>(sG, p.sg_ld, srow, ga, g, t, ok0, ok1);
+      stage_a<T, KT>(sG, p.sg_ld, srow, ga, g, t, rows);
       if (l >= 1) {
         // g_l W_l: K = W (this layer's outputs), N = W.
 #pragma unroll
@@ -383,7 +399,7 @@ __global__ void __launch_bounds__(WARPS * 32, 1) mlp_backward_kernel(const __gri
 #pragma unroll
           for (int r = 0; r < 4; ++r) s[kk][r] = s2[kk][r];
         saved_to_input<T, KT>(h, s, act, p.act_p);
-        stage_a<T, KT>(sH, p.sh_ld, srow, h, g, t, ok0, ok1);
+        stage_a<T, KT>(sH, p.sh_ld, srow, h, g, t, rows);
         stage_tail<T>(sH, p.sh_ld, srow, W, p.acc_nt[l] * 8, r0, p.batch, lane);
       } else {
         // x, kXGroup k-tiles of fragments in flight at a time, then the ones column.
@@ -418,7 +434,7 @@ __global__ void __launch_bounds__(WARPS * 32, 1) mlp_backward_kernel(const __gri
       }
       stream.refill();
       __syncthreads();
-      reduce_chunk<T, WARPS>(acc + p.acc_off[l], p.acc_mt[l], p.acc_nt[l], sG, p.sg_ld, sH, p.sh_ld, warp, lane);
+      reduce_chunk<T, WARPS, kUnit>(acc + p.acc_off[l], p.acc_mt[l], p.acc_nt[l], sG, p.sg_ld, sH, p.sh_ld, warp, lane);
       __syncthreads();
     }
   }

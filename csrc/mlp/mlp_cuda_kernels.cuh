@@ -48,7 +48,8 @@ struct FwdParams {
   bool x_pairs, y_pairs;      // rows may be read/written as aligned 32-bit pairs
   bool x_async;               // x is prefetched with cp.async (mlp_cuda_async.cuh)
   bool y_stage;               // y goes out through shared memory in 16-byte row segments
-  bool x_vec;                 // x read as 16-byte row segments (layer 0 packed k-permuted; not with x_async)
+  bool x_vec;                 // x read as 16-byte row segments (layer 0 packed k-permuted), from the
+                              // prefetched rows with x_async, else from global memory
   Activation act, out_act;
   float act_p, out_p;
   const uint4* wfrag[kMaxLayers];

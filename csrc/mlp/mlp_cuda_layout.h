@@ -133,9 +133,44 @@ inline Layout make_layout(const MlpConfig& c, bool backward, int64_t grid_blocks
   return s;
 }
 
+// n-tiles per reduction unit of the backward's weight-gradient reduction (mlp_cuda_backward.cu,
+// reduce_chunk). A unit is one 16-row m-tile by up to this many 8-column n-tiles; the block's warps
+// take units round-robin and wait for the slowest at the barrier that ends the layer, so the choice
+// minimises the busiest warp's work: per k-step a unit costs its n-tiles' mma plus about one for the
+// A operand's ldmatrix and the loop. Ties go to the wider unit (fewer A loads in all). For width 64
+// with the hidden layers' 4 x 9 tiles (the bias column makes 9) over 12 warps: units of 4 gave eight
+// warps 4 tiles and four warps the lone bias tile (the busiest 5 per k-step); units of 3 give every
+// warp 3 (4).
+PCT_HD constexpr int reduce_unit_cost(int mt_n, int nt_n, int warps, int unit) {
+  int worst = 0;
+  const int units_n = (nt_n + unit - 1) / unit;
+  for (int w = 0; w < warps; ++w) {
+    int cost = 0;
+    for (int u = w; u < mt_n * units_n; u += warps) {
+      const int un = u / mt_n;
+      const int tiles = nt_n - un * unit < unit ? nt_n - un * unit : unit;
+      cost += tiles + 1;
+    }
+    worst = cost > worst ? cost : worst;
+  }
+  return worst;
+}
+PCT_HD constexpr int reduce_unit_tiles(int mt_n, int nt_n, int warps) {
+  int best = 4;
+  for (int unit = 3; unit >= 1; --unit)
+    if (reduce_unit_cost(mt_n, nt_n, warps, unit) < reduce_unit_cost(mt_n, nt_n, warps, best)) best = unit;
+  return best;
+}
+// The hidden layers' choice for hidden width w (out w: w / 16 m-tiles; in w plus the bias column:
+// w / 8 + 1 n-tiles); the backward kernel uses it for every layer of the network.
+PCT_HD constexpr int reduce_unit_tiles_for_width(int w, int warps) {
+  return reduce_unit_tiles(w / 16, w / 8 + 1, warps);
+}
+
 // Shared-memory row strides (16-bit elements) of the backward's staging buffers: columns padded so
-// that a warp's 4-n-tile (or 2-m-tile) unit never reads past a row, then skewed by 8 so that the
-// stride is an odd number of 16-byte units (the 8 rows of an ldmatrix land in distinct bank groups).
+// that a warp's reduction unit (up to 4 n-tiles, reduce_unit_tiles) never reads past a row, then
+// skewed by 8 so that the stride is an odd number of 16-byte units (the 8 rows of an ldmatrix land in
+// distinct bank groups).
 inline int staging_stride(int cols) { return int(round_up(cols, 32)) + 8; }
 
 }  // namespace cuda_layout

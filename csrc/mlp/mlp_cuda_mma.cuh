@@ -46,6 +46,13 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* 
                : "r"(addr));
 }
 
+// Two 8x8 16-bit matrices, transposed, into r[0] and r[1] (r[2], r[3] untouched): lanes 8q..8q+7 give
+// the row addresses of matrix q; the addresses of lanes 16..31 are not read.
+__device__ __forceinline__ void ldmatrix_x2_trans(uint32_t (&r)[4], const void* smem_row) {
+  uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(addr));
+}
+
 // Writes a warp's A fragment (16 rows, 16 columns at col0) into a row-major staging buffer; rows past
 // the batch become zeros. On sm_90 one stmatrix stores the four 8x8 matrices (lanes 8q..8q+7 give the
 // row addresses of matrix q: rows 0-7 / 8-15 of columns 0-7, then of columns 8-15), instead of four
@@ -80,6 +87,18 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
     __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
     return *reinterpret_cast<uint32_t*>(&h);
   }
+}
+
+// relu of two floats rounded to one 32-bit pair, in one instruction (cvt's .relu: negative values
+// and -0 give +0, NaN stays NaN, as activation_forward's ReLU).
+template <typename T>
+__device__ __forceinline__ uint32_t pack2_relu(float lo, float hi) {
+  uint32_t r;
+  if constexpr (std::is_same<T, __half>::value)
+    asm("cvt.rn.relu.f16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+  else
+    asm("cvt.rn.relu.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
 }
 
 template <typename T>

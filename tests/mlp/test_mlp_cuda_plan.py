@@ -72,6 +72,24 @@ def test_the_h100_plans_the_benchmarks_measured():
     assert (wide["warps"], wide["acc_in_smem"]) == (8, False)
 
 
+# n-tiles per unit of the weight-gradient reduction, worked out by hand from the hidden layers' tiles
+# (width / 16 m-tiles by width / 8 + 1 n-tiles, the bias column making the extra one) and the block's
+# warps; a warp's cost is the n-tiles of its units plus one per unit (its A operand's load). Width 64,
+# 12 warps, 4 x 9 tiles: units of 4 give warps 0-7 a 4-tile unit and warps 8-11 the bias tile
+# (busiest 5), units of 3 give every warp one 3-tile unit (4), units of 2 give warp 0 two of 2 (6).
+# Width 64, 8 warps: units of 4 give warps 0-3 a 4-tile unit and a bias tile (7), units of 3 two
+# 3-tile units (8). Width 32, 12 warps, 2 x 5: ten single tiles (2) against units of 2 (3).
+# Width 32, 8 warps: units of 2 give at most one unit each (3), single tiles two each (4).
+# Width 16: 1 x 3, single tiles (2). Width 128, 8 warps, 8 x 17: units of 4 give each warp four
+# 4-tile units and a bias tile (22), units of 3 five 3-tile units and a 2-tile one (23).
+@pytest.mark.parametrize("width,activation,warps,unit", [
+    (16, "relu", 12, 1), (16, "tanh", 8, 1), (32, "relu", 12, 1), (32, "tanh", 8, 2),
+    (64, "relu", 12, 3), (64, "tanh", 8, 4), (128, "relu", 8, 4), (128, "tanh", 8, 4)])
+def test_reduction_units_balance_the_warps(width, activation, warps, unit):
+    p = plan([width] * 6, activation)
+    assert (p["warps"], p["reduce_unit_tiles"]) == (warps, unit)
+
+
 def test_small_shared_memory_falls_back_instead_of_failing():
     # Width 128 on a 99 KB GPU: the staging of 8 warps (76 KB) leaves no room for one saved-tile slot
     # per warp, so the backward reads straight from global memory (depth 0).
