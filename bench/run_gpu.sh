@@ -29,10 +29,11 @@ log="$OUT/gpu_${what}.log"
   cd /tmp && python3 -m perceptrons info && cd - > /dev/null
   if [ "$what" = test ] || [ "$what" = all ]; then
     python3 -m pytest -q -rfs --tb=short --maxfail=25 --durations=5 tests/mlp/test_fused_mlp_cuda.py ${2:+-k "$2"} -p no:cacheprovider 2>&1 | tail -60
-    # The CUDA paths of the encodings, EncodedMLP, the tcnn front and the NeRF example (torch-op
-    # encodings feeding the fused float16 kernels); they skip without a GPU.
+    # The CUDA paths of the encodings, EncodedMLP, the tcnn front, the NeRF example (torch-op
+    # encodings feeding the fused float16 kernels) and the eager shortcut past the dispatcher; they
+    # skip without a GPU.
     python3 -m pytest -q -rfs --tb=short -k "cuda or CUDA" -p no:cacheprovider tests/encodings tests/tcnn \
-      tests/test_nerf_example.py 2>&1 | tail -30
+      tests/test_nerf_example.py tests/test_direct_call.py 2>&1 | tail -30
   fi
   if [ "$what" = profile ]; then
     python3 bench/profile_mlp_cuda.py --breakdown

@@ -43,7 +43,7 @@ def _step(model, x):
     x = x.clone().requires_grad_(True)
     kwargs = {"step": 0} if isinstance(model, RoutedMLP) else {}
     y = model(x, **kwargs)
-    (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum().backward()
+    (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype, device=y.device).view_as(y)).sum().backward()
     return [y.detach(), x.grad] + [p.grad for p in model.parameters()]
 
 
@@ -161,3 +161,72 @@ def test_the_legacy_profiler_also_keeps_the_ops():
         model(torch.randn(8, 4)).sum().backward()
     names = {e.key for e in prof.key_averages()}
     assert "perceptrons::mlp_forward_train" in names and "perceptrons::mlp_backward" in names, sorted(names)
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _cuda_mlp():
+    torch.manual_seed(0)
+    model = FusedMLP(32, 16, 64, 2).cuda().half()
+    return model, torch.randn(300, 32, device="cuda", dtype=torch.float16)
+
+
+@cuda
+def test_cuda_eager_calls_take_the_direct_path(monkeypatch):
+    import perceptrons.ops.mlp as mlp_ops
+    calls = []
+    for name in ("_mlp_forward_cuda", "_mlp_forward_train_cuda", "_mlp_backward_cuda"):
+        impl = getattr(mlp_ops, name)
+        monkeypatch.setattr(mlp_ops, name, lambda *a, _impl=impl, _name=name: (calls.append(_name), _impl(*a))[1])
+    model, x = _cuda_mlp()
+    model(x).float().sum().backward()
+    with torch.no_grad():
+        model(x)
+    assert calls == ["_mlp_forward_train_cuda", "_mlp_backward_cuda", "_mlp_forward_cuda"]
+    calls.clear()
+    log = OpLog()
+    with log:
+        model(x).float().sum().backward()
+        with torch.no_grad():
+            model(x)
+    assert calls == []
+    for op in ("perceptrons.mlp_forward_train", "perceptrons.mlp_backward", "perceptrons.mlp_forward"):
+        assert op in log.ops, (op, sorted(set(log.ops)))
+
+
+@cuda
+def test_cuda_direct_and_dispatched_calls_give_the_same_bits():
+    model, x = _cuda_mlp()
+    direct = _step(model, x)
+    with torch.no_grad():
+        direct.append(model(x))
+    with OpLog():
+        dispatched = _step(model, x)
+        with torch.no_grad():
+            dispatched.append(model(x))
+    assert len(direct) == len(dispatched)
+    for a, b in zip(direct, dispatched):
+        assert a is not None and b is not None
+        assert torch.equal(a, b)  # the CUDA kernels are deterministic (no float atomics)
+
+
+@cuda
+def test_cuda_direct_path_follows_the_current_stream_and_graph_capture():
+    model, x = _cuda_mlp()
+    with torch.no_grad():
+        expected = model(x)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            y = model(x)
+        torch.cuda.current_stream().wait_stream(side)
+        assert torch.equal(y, expected)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.stream(side):
+            model(x)  # warm-up on the side stream, as capture wants
+            with torch.cuda.graph(graph):
+                captured = model(x)
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(captured, expected)

@@ -157,7 +157,8 @@ def _no_cuda_encoding(encoding):
 
 
 @mlp_forward.register_kernel("cuda")
-def _(x, weights, biases, activation, activation_param, output_activation, output_activation_param, encoding):
+def _mlp_forward_cuda(x, weights, biases, activation, activation_param, output_activation, output_activation_param,
+                      encoding):
     _no_cuda_encoding(encoding)
     spec = _spec(x, weights, activation, activation_param, output_activation, output_activation_param)
     return _forward_cuda(x, weights, biases, spec, [])
@@ -186,7 +187,8 @@ mlp_forward_train = torch.library.custom_op("perceptrons::mlp_forward_train", mu
 
 
 @mlp_forward_train.register_kernel("cuda")
-def _(x, weights, biases, activation, activation_param, output_activation, output_activation_param, encoding):
+def _mlp_forward_train_cuda(x, weights, biases, activation, activation_param, output_activation,
+                            output_activation_param, encoding):
     _no_cuda_encoding(encoding)
     spec = _spec(x, weights, activation, activation_param, output_activation, output_activation_param)
     saved = [x.new_empty((n,)) for n in _cuda_saved_numels(spec, x.shape[0])]
@@ -220,8 +222,8 @@ mlp_backward = torch.library.custom_op("perceptrons::mlp_backward", mutates_args
 
 
 @mlp_backward.register_kernel("cuda")
-def _(dy, x, y, saved, weights, biases, activation, activation_param, output_activation, output_activation_param,
-      need_dx, encoding):
+def _mlp_backward_cuda(dy, x, y, saved, weights, biases, activation, activation_param, output_activation,
+                       output_activation_param, need_dx, encoding):
     _no_cuda_encoding(encoding)
     spec = _spec(x, weights, activation, activation_param, output_activation, output_activation_param)
     dy = dy.contiguous()
@@ -345,7 +347,8 @@ class FusedMLPFunction(torch.autograd.Function):
     def forward(x, activation, activation_param, output_activation, output_activation_param, encoding, n, *params):
         weights, biases = list(params[:n]), list(params[n:])
         y, saved = call_op(mlp_forward_train, _mlp_forward_train_cpu, x.device, (x, *params), x, weights, biases,
-                           activation, activation_param, output_activation, output_activation_param, list(encoding))
+                           activation, activation_param, output_activation, output_activation_param, list(encoding),
+                           cuda_impl=_mlp_forward_train_cuda)
         return y, *saved
 
     @staticmethod
@@ -374,7 +377,8 @@ class FusedMLPFunction(torch.autograd.Function):
                                               encoding=ctx.encoding)
         else:
             dx, dws, dbs = call_op(mlp_backward, _mlp_backward_cpu, x.device, (dy, x, y, *rest), dy, x, y, saved,
-                                   list(weights), list(biases), *ctx.config, need_dx, list(ctx.encoding))
+                                   list(weights), list(biases), *ctx.config, need_dx, list(ctx.encoding),
+                                   cuda_impl=_mlp_backward_cuda)
         grads_b = [db if b.numel() else None for db, b in zip(dbs, biases)]
         return (dx if need_dx else None, None, None, None, None, None, None, *dws, *grads_b)
 
@@ -484,5 +488,5 @@ def fused_mlp(x: Tensor, weights: Sequence[Tensor], biases: Optional[Sequence[Op
         y = FusedMLPFunction.apply(x2, act, p, out_act, out_p, codes, len(weights), *weights, *bs)[0]
     else:
         y = call_op(mlp_forward, _mlp_forward_cpu, x2.device, (x2, *weights, *bs), x2, weights, bs, act, p, out_act,
-                    out_p, list(codes))
+                    out_p, list(codes), cuda_impl=_mlp_forward_cuda)
     return y if flat else y.reshape(*x.shape[:-1], y.shape[-1])
