@@ -201,10 +201,13 @@ def test_cuda_direct_and_dispatched_calls_give_the_same_bits():
     direct = _step(model, x)
     with torch.no_grad():
         direct.append(model(x))
-    with OpLog():
+    log = OpLog()
+    with log:
         dispatched = _step(model, x)
         with torch.no_grad():
             dispatched.append(model(x))
+    for op in ("perceptrons.mlp_forward_train", "perceptrons.mlp_backward", "perceptrons.mlp_forward"):
+        assert op in log.ops, (op, sorted(set(log.ops)))  # the second run really went through the ops
     assert len(direct) == len(dispatched)
     for a, b in zip(direct, dispatched):
         assert a is not None and b is not None

@@ -90,7 +90,8 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
 }
 
 // relu of two floats rounded to one 32-bit pair, in one instruction (cvt's .relu: negative values
-// and -0 give +0, NaN stays NaN, as activation_forward's ReLU).
+// give +0, NaN stays NaN, as activation_forward's ReLU; -0 gives +0 on the H100, tested through the
+// training forward's saved outputs).
 template <typename T>
 __device__ __forceinline__ uint32_t pack2_relu(float lo, float hi) {
   uint32_t r;

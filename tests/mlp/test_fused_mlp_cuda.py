@@ -295,6 +295,14 @@ def test_relu_of_negative_zero_is_positive_zero_on_cuda(dtype, widths):
         y = fused_mlp(x, ws, bs, "relu", "relu")
     assert not torch.signbit(y).any(), "relu(-0.0) kept its sign"
     assert (y == 0).all()
+    # The hidden epilogue (relu and rounding in one cvt) shows in what the training forward saves: the
+    # hidden outputs, which the backward's weight gradients multiply (a -0 there could turn an all-zero
+    # dW sum to -0).
+    y_train, saved = mlp_ops.mlp_forward_train(x, ws, bs, "relu", 0.0, "relu", 0.0, [])
+    assert torch.equal(y_train, y)
+    for l, s in enumerate(saved):
+        assert not torch.signbit(s).any(), f"hidden layer {l}: relu(-0.0) kept its sign"
+        assert (s == 0).all()
 
 
 def test_wide_io_widths_up_to_the_limit():
