@@ -351,7 +351,8 @@ __global__ void __launch_bounds__(WARPS * 32, 1) mlp_backward_kernel(const __gri
     stage_a<T, KT>(sH, p.sh_ld, srow, h, g, t, rows);
     stage_tail<T>(sH, p.sh_ld, srow, W, p.acc_nt[last] * 8, r0, p.batch, lane);
     __syncthreads();
-    reduce_chunk<T, WARPS, kUnit>(acc + p.acc_off[last], p.acc_mt[last], p.acc_nt[last], sG, p.sg_ld, sH, p.sh_ld, warp, lane);
+    reduce_chunk<T, WARPS, kUnit>(acc + p.acc_off[last], p.acc_mt[last], p.acc_nt[last], sG, p.sg_ld, sH, p.sh_ld,
+                                  warp, lane);
     __syncthreads();
 
     // ---- Hidden layers, top down: layer l maps h_{l-1} (x for l = 0) to h_l, which saved s.

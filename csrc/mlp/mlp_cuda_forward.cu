@@ -25,6 +25,15 @@ PCT_HD int io_buffer_elems(const FwdParams& p, int rows) {
   return rows * std::max(p.x_async ? async_row_stride(p.in) : 0, p.y_stage ? async_row_stride(p.out) : 0);
 }
 
+// A warp's fragments of one 16-row tile (tt) into layer l's saved buffer (fragment order).
+template <int KT>
+__device__ __forceinline__ void save_fragments(const FwdParams& p, int l, int64_t tt, const uint32_t (&a)[KT][4],
+                                               int lane) {
+#pragma unroll
+  for (int kk = 0; kk < KT; ++kk)
+    p.saved[l][(tt * KT + kk) * 32 + lane] = make_uint4(a[kk][0], a[kk][1], a[kk][2], a[kk][3]);
+}
+
 // Hidden layer epilogue: activation, optional save, and C -> A conversion for the next layer. ReLU
 // (known at compile time) and the rounding to 16 bits are one cvt per pair (H100, w64x4, 2^21 rows,
 // fp16: inference kernel 0.332-0.336 -> 0.329-0.332 ms, bench/results/h100 run 18) instead of a compare
@@ -33,47 +42,25 @@ template <typename T, int W, int MT, bool TRAIN, bool RELU>
 __device__ __forceinline__ void finish_hidden(float (&acc)[MT][W / 8][4], uint32_t (&a)[MT][W / 16][4],
                                               const FwdParams& p, Activation act, int l, int64_t tile, int lane) {
   constexpr int KT = W / 16;
-  if constexpr (RELU) {
-#pragma unroll
-    for (int m = 0; m < MT; ++m) {
-      const int64_t tt = tile * MT + m;
-#pragma unroll
-      for (int kk = 0; kk < KT; ++kk) {
-        a[m][kk][0] = pack2_relu<T>(acc[m][2 * kk][0], acc[m][2 * kk][1]);
-        a[m][kk][1] = pack2_relu<T>(acc[m][2 * kk][2], acc[m][2 * kk][3]);
-        a[m][kk][2] = pack2_relu<T>(acc[m][2 * kk + 1][0], acc[m][2 * kk + 1][1]);
-        a[m][kk][3] = pack2_relu<T>(acc[m][2 * kk + 1][2], acc[m][2 * kk + 1][3]);
-      }
-      if (TRAIN && tt * 16 < p.batch) {
-#pragma unroll
-        for (int kk = 0; kk < KT; ++kk)
-          p.saved[l][(tt * KT + kk) * 32 + lane] = make_uint4(a[m][kk][0], a[m][kk][1], a[m][kk][2], a[m][kk][3]);
-      }
-    }
-    return;
-  }
-  const bool save_z = TRAIN && activation_needs_preactivation(act);
+  const bool save_z = !RELU && TRAIN && activation_needs_preactivation(act);
 #pragma unroll
   for (int m = 0; m < MT; ++m) {
     const int64_t tt = tile * MT + m;  // 16-row tile index
     const bool store = TRAIN && tt * 16 < p.batch;
-    if (save_z) {
+    if constexpr (RELU) {
+#pragma unroll
+      for (int kk = 0; kk < KT; ++kk) c_to_a_relu<T>(a[m][kk], acc[m][2 * kk], acc[m][2 * kk + 1]);
+    } else {
+      if (save_z) {
+#pragma unroll
+        for (int kk = 0; kk < KT; ++kk) c_to_a<T>(a[m][kk], acc[m][2 * kk], acc[m][2 * kk + 1]);
+        if (store) save_fragments<KT>(p, l, tt, a[m], lane);
+      }
+      activate<(W / 8) * 4>(&acc[m][0][0], act, p.act_p);
 #pragma unroll
       for (int kk = 0; kk < KT; ++kk) c_to_a<T>(a[m][kk], acc[m][2 * kk], acc[m][2 * kk + 1]);
-      if (store) {
-#pragma unroll
-        for (int kk = 0; kk < KT; ++kk)
-          p.saved[l][(tt * KT + kk) * 32 + lane] = make_uint4(a[m][kk][0], a[m][kk][1], a[m][kk][2], a[m][kk][3]);
-      }
     }
-    activate<(W / 8) * 4>(&acc[m][0][0], act, p.act_p);
-#pragma unroll
-    for (int kk = 0; kk < KT; ++kk) c_to_a<T>(a[m][kk], acc[m][2 * kk], acc[m][2 * kk + 1]);
-    if (TRAIN && !save_z && store) {
-#pragma unroll
-      for (int kk = 0; kk < KT; ++kk)
-        p.saved[l][(tt * KT + kk) * 32 + lane] = make_uint4(a[m][kk][0], a[m][kk][1], a[m][kk][2], a[m][kk][3]);
-    }
+    if (store && !save_z) save_fragments<KT>(p, l, tt, a[m], lane);
   }
 }
 
@@ -102,7 +89,8 @@ __device__ __forceinline__ void layer0_from_row_segments(float (&acc)[MT][W / 8]
           if constexpr (FROM_SMEM)
             xv[q][m][h] = c < in_v ? reinterpret_cast<const uint4*>(xs)[r * ld_v + c] : make_uint4(0, 0, 0, 0);
           else
-            xv[q][m][h] = (row0 + r < p.batch && c < in_v) ? __ldcs(xr + (row0 + r) * in_v + c) : make_uint4(0, 0, 0, 0);
+            xv[q][m][h] =
+                (row0 + r < p.batch && c < in_v) ? __ldcs(xr + (row0 + r) * in_v + c) : make_uint4(0, 0, 0, 0);
         }
 #pragma unroll
     for (int q = 0; q < 2; ++q) {

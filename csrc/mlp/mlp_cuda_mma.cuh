@@ -132,6 +132,15 @@ __device__ __forceinline__ void c_to_a(uint32_t (&a)[4], const float (&c0)[4], c
   a[3] = pack2<T>(c1[2], c1[3]);
 }
 
+// The same with relu applied on the way (pack2_relu).
+template <typename T>
+__device__ __forceinline__ void c_to_a_relu(uint32_t (&a)[4], const float (&c0)[4], const float (&c1)[4]) {
+  a[0] = pack2_relu<T>(c0[0], c0[1]);
+  a[1] = pack2_relu<T>(c0[2], c0[3]);
+  a[2] = pack2_relu<T>(c1[0], c1[1]);
+  a[3] = pack2_relu<T>(c1[2], c1[3]);
+}
+
 // The activation applied to n values, with the switch hoisted out of the element loop.
 template <Activation A>
 __device__ __forceinline__ void activate_n(float* v, int n, float p) {

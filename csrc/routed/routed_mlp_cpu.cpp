@@ -120,7 +120,8 @@ mlp::MlpParams stream_params(const MlpConfig& c, const OwnerMap& own, Granularit
 // Unit granularity without copying weights: stream m's rows of W_l are rows of the copies, listed in a
 // table the fused kernel reads them through (MlpParams::weight_rows): the forward's weight packing
 // reads them (the small-batch feature-major forward reads them in place), and the backward reads them
-// in place (or packs them where the input width is not a multiple of kPad). Biases (one entry per row) are gathered into a small buffer.
+// in place (or packs them where the input width is not a multiple of kPad). Biases (one entry per row)
+// are gathered into a small buffer.
 struct UnitLayout {
   int64_t row[mlp::kMaxLayers] = {}, bias[mlp::kMaxLayers] = {}, rows = 0, biases = 0;
 };

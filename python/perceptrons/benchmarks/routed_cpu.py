@@ -244,7 +244,8 @@ def table(result) -> str:
              + (f", {result['fma_peak_flops'] / 1e9:.0f} GFLOP/s and {bw / 1e9:.1f} GB/s" if bw else "")
              + "): the loop / routed of a kernel at peak speed with its memory traffic hidden, an upper bound "
              "(module docstring of perceptrons.benchmarks.routed_cpu).", "",
-             "| M | W | B | " + " | ".join(names) + " | layer/batched | unit/batched | loop/layer | loop/unit | bound |",
+             "| M | W | B | " + " | ".join(names)
+             + " | layer/batched | unit/batched | loop/layer | loop/unit | bound |",
              "|" + "---|" * (3 + len(names) + 5)]
     for r in result["mlp"]:
         t = r["timings"]
