@@ -541,9 +541,10 @@ void backward_tile(const Net<T>& n, const MlpBackwardArgs& args, const Layout& l
       for (long j = 0; j < pad(wo); ++j) slot[lay.slot_b[l] + j] = T(0);
     if (args.dbiases[l]) {
       T* acc = slot + lay.slot_b[l];
-      int j = 0;
-      for (; j + 4 * VL <= wo + VL - 1; j += 4 * VL) add_column_sums<T, 4>(g, ldt, rows, j, acc);
-      for (; j < wo; j += VL) add_column_sums<T, 1>(g, ldt, rows, j, acc);
+      const int nvec = (wo + VL - 1) / VL;  // the last one partly padding (zero in g)
+      int v = 0;
+      for (; v + 4 <= nvec; v += 4) add_column_sums<T, 4>(g, ldt, rows, v * VL, acc);
+      for (; v < nvec; ++v) add_column_sums<T, 1>(g, ldt, rows, v * VL, acc);
     }
     if (l == 0 && !dx) break;
     // dL/d(layer input): into dx directly, or into g2 when it is an encoding's output (or a hidden layer).
