@@ -92,6 +92,18 @@ def test_irregular_widths(widths):
         run_and_compare(widths, "silu", "none", batch, dtype, rng)
 
 
+@pytest.mark.parametrize("hidden", (16, 32, 48, 64, 128, 256))
+def test_one_vector_layers_at_every_tile_stride(hidden):
+    """Layers one SIMD vector wide or narrower read their input tile through micro-tiles whose row
+    stride is fixed at compile time for tile strides 16/32/64/128 (common/cpu_simd.h, kConstStrides)
+    and is a run-time value for the others (48, 256). Batches leave every remainder the 12-row and
+    8-row micro-tiles can see: 85 = 72 + 13, 1000 = 13 * 72 + 64, 30 (one tile of 30 rows)."""
+    rng = np.random.default_rng(hidden)
+    for dtype, out_w, batch in itertools.product(DTYPES, (1, 8, 16), (30, 85, 1000)):
+        run_and_compare([32, hidden, hidden, out_w], "relu", "none", batch, dtype, rng)
+    run_and_compare([hidden, 16, 16, 16], "tanh", "none", 1000, np.float32, rng)
+
+
 def test_without_bias_and_without_dx():
     rng = np.random.default_rng(3)
     for dtype in DTYPES:
