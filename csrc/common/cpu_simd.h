@@ -307,14 +307,20 @@ GemmMicroFn<T, BRows, CRows> pick_micro_const_stride(long sam, int mb) {
   }
 }
 
+// What gemm_ops runs after each micro-tile: nothing, or (the backward) a few prefetches of the next
+// tile's rows, spread over the arithmetic instead of issued in one burst.
+struct NoHook {
+  void operator()() const {}
+};
+
 // C (M x N) = Init + A (M x K) B (K x N), cut into register micro-tiles. B rows must be readable up
 // to N rounded up to the vector length (tiles and packed weights are padded for this); C gets at
 // most n_store columns per row (n_store >= N for padded buffers, N for the user's arrays).
 // Init::Row reads init_row[n] (n < N), Init::Col init_row[m] (m < M). TableA: `a` is a row table
 // (const T* const*, row m of A at a[m]); sam and sak are then unused.
-template <typename T, bool TableA, typename BRows, typename CRows>
+template <typename T, bool TableA, typename BRows, typename CRows, typename Hook = NoHook>
 void gemm_ops(int M, int N, int K, const T* a, long sam, long sak, BRows b, CRows c, int n_store, Init init,
-              const T* init_row, Epi epi, T ep) {
+              const T* init_row, Epi epi, T ep, Hook after_micro_tile = {}) {
   constexpr int VL = Simd<T>::L;
   const int nvec = (N + VL - 1) / VL;
   for (int j0 = 0; j0 < nvec; j0 += kMaxNV) {
@@ -338,8 +344,10 @@ void gemm_ops(int M, int N, int K, const T* a, long sam, long sak, BRows b, CRow
       }
     }
     int m0 = 0;
-    for (; m0 + mbx <= M; m0 += mbx)
+    for (; m0 + mbx <= M; m0 += mbx) {
       full(K, a_at(m0), sam, sak, bj, cj.from_row(m0), store_here, init, row_at(m0), epi, ep);
+      after_micro_tile();
+    }
     if (m0 < M) {
       GemmMicroFn<T, BRows, CRows> rest = nullptr;
       if constexpr (!TableA) {
@@ -347,23 +355,24 @@ void gemm_ops(int M, int N, int K, const T* a, long sam, long sak, BRows b, CRow
       }
       if (!rest) rest = pick_micro<T, TableA, BRows, CRows>(nv, M - m0);
       rest(K, a_at(m0), sam, sak, bj, cj.from_row(m0), store_here, init, row_at(m0), epi, ep);
+      after_micro_tile();
     }
   }
 }
 
 // The same with A(m, k) at a[m * sam + k * sak].
-template <typename T, typename BRows, typename CRows>
+template <typename T, typename BRows, typename CRows, typename Hook = NoHook>
 void gemm_rows(int M, int N, int K, const T* a, long sam, long sak, BRows b, CRows c, int n_store, Init init,
-               const T* init_row, Epi epi, T ep) {
-  gemm_ops<T, false>(M, N, K, a, sam, sak, b, c, n_store, init, init_row, epi, ep);
+               const T* init_row, Epi epi, T ep, Hook after_micro_tile = {}) {
+  gemm_ops<T, false>(M, N, K, a, sam, sak, b, c, n_store, init, init_row, epi, ep, after_micro_tile);
 }
 
 // The same with B rows at b + k * ldb and C rows at c + m * ldc.
-template <typename T>
+template <typename T, typename Hook = NoHook>
 void gemm(int M, int N, int K, const T* a, long sam, long sak, const T* b, long ldb, T* c, long ldc,
-          int n_store, Init init, const T* init_row, Epi epi, T ep) {
+          int n_store, Init init, const T* init_row, Epi epi, T ep, Hook after_micro_tile = {}) {
   gemm_rows<T>(M, N, K, a, sam, sak, StridedRows<T>{b, ldb}, StridedOut<T>{c, ldc}, n_store, init, init_row, epi,
-               ep);
+               ep, after_micro_tile);
 }
 
 inline typename Simd<float>::V sigmoid_v(typename Simd<float>::V x) {
