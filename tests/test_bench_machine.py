@@ -96,3 +96,12 @@ def test_concurrent_peak_measures_every_core():
     from perceptrons import _C
     per_core = machine.measured_concurrent_peak_gflops(_C.cpu_isa(), 2, seconds=0.05)
     assert len(per_core) == 2 and all(g > 0 for g in per_core)
+
+
+def test_copy_bandwidth_is_measured_at_one_thread_and_restores_the_thread_count():
+    import torch
+    before = torch.get_num_threads()
+    gbs = machine.one_thread_copy_bandwidth_gbs()
+    assert torch.get_num_threads() == before
+    assert 0.1 < gbs < 10_000  # GB/s: any real memory system
+    assert machine.copy_bandwidth(1 << 20, repeats=2) > 0

@@ -279,6 +279,33 @@ class QuietWaiter:
                 return f.fraction
 
 
+def copy_bandwidth(nbytes: int = 128 << 20, repeats: int = 7) -> float:
+    """Bytes per second moved by a torch copy of nbytes (read + write counted, best of `repeats`) at
+    the current torch thread count. nbytes is above the dev VM's 105 MB L3, so this is the memory
+    system as the host shares it right now: it moves memory-bound baselines (eager) far more than
+    the fused kernels, and a sweep's ratios against them with it."""
+    import torch
+    a = torch.ones(nbytes // 4)
+    b = torch.empty_like(a)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        b.copy_(a)
+        best = min(best, time.perf_counter() - t)
+    return 2 * a.numel() * 4 / best
+
+
+def one_thread_copy_bandwidth_gbs() -> float:
+    """copy_bandwidth at 1 thread, in GB/s (the thread count restored after)."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return copy_bandwidth() / 1e9
+    finally:
+        torch.set_num_threads(before)
+
+
 def finish_run(m, records, waiter, t_start):
     """Closes a benchmark run: measures the FMA peak again (it varies by ~15% within a run on this VM,
     host-side clock changes) and uses the higher of start and end as the denominator of every
@@ -287,6 +314,8 @@ def finish_run(m, records, waiter, t_start):
     m["measured_core_peak_gflops_end"] = measured_core_peak_gflops(m["cpu_isa"])
     m["measured_core_peak_gflops_start"] = m["measured_core_peak_gflops"]
     peak = m["measured_core_peak_gflops"] = max(m["measured_core_peak_gflops"], m["measured_core_peak_gflops_end"])
+    if "copy_gbs_1t_start" in m:
+        m["copy_gbs_1t_end"] = one_thread_copy_bandwidth_gbs()
     for r in records:
         r["ours_peak_fraction_per_thread"] = r["impls"]["ours"]["gflops"] / (r["threads"] * peak)
     m["elapsed_s"] = time.perf_counter() - t_start

@@ -289,6 +289,9 @@ def machine_text(m: dict) -> str:
             + (f", nominal {nominal:.0f} GFLOP/s" if nominal else "")
             + "".join(f"; {t} cores at once: {', '.join(f'{g:.1f}' for g in per)} GFLOP/s per core"
                       for t, per in (m.get("measured_concurrent_peak_gflops") or {}).items())
+            + (f"; memory copy bandwidth (1 thread, 128 MB): start {m['copy_gbs_1t_start']:.1f}, end "
+               f"{m['copy_gbs_1t_end']:.1f} GB/s (eager is memory-bound and moves with it)"
+               if "copy_gbs_1t_end" in m else "")
             + f"; torch {m['versions']['torch']}, numpy {m['versions']['numpy']} "
             f"(BLAS threads: {m['numpy_threads_control']}), perceptrons {m['versions']['perceptrons']}"
             + (f", commit {m['git']['commit'][:10]}{' (dirty)' if m['git']['dirty'] else ''}" if m["git"] else "")
@@ -309,6 +312,7 @@ def collect_machine(threads, waiter) -> dict:
             "measured_concurrent_peak_gflops": {str(t): machine.measured_concurrent_peak_gflops(isa, t)
                                                 for t in threads if t > 1},
             "nominal_core_peak": machine.nominal_core_peak(isa, cpu["mhz"]),
+            "copy_gbs_1t_start": machine.one_thread_copy_bandwidth_gbs(),
             "versions": machine.versions(), "git": machine.git_commit(os.path.dirname(os.path.abspath(__file__))),
             "extension": machine.extension_built(),
             "load_average_start": load, "dtype": "float32"}

@@ -28,7 +28,6 @@ import copy
 import json
 import os
 import sys
-import time
 
 import numpy as np
 import torch
@@ -151,20 +150,6 @@ def step_flops(M, W, B, hidden_layers=HIDDEN_LAYERS):
     return 2 * M * B * W * W * (2 * layers + layers - 1)
 
 
-def copy_bandwidth(threads, nbytes=256 << 20, repeats=7):
-    """Bytes per second moved by a large torch copy (read + write counted) at the current thread count."""
-    a = torch.ones(nbytes // 4)
-    b = torch.empty_like(a)
-    best = min(_timed(lambda: b.copy_(a)) for _ in range(repeats))
-    return 2 * a.numel() * 4 / best
-
-
-def _timed(fn):
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
 def main(quick=False, threads=None, out=None, malloc="warm"):
     """Runs the benchmark, prints the tables. malloc: "warm" or "default", see machine.pin_malloc
     (which it calls first: it lasts for the process)."""
@@ -176,7 +161,7 @@ def main(quick=False, threads=None, out=None, malloc="warm"):
     Ms = (4, 16) if quick else (4, 16, 64)
     Ws = (64,) if quick else (64, 256)
     Bs = (32,) if quick else (32, 256)
-    bandwidth = copy_bandwidth(threads)
+    bandwidth = machine.copy_bandwidth(256 << 20)
     from .. import _C
     peak = threads * machine.measured_core_peak_gflops(_C.cpu_isa()) * 1e9
     print(f"copy bandwidth at {threads} threads: {bandwidth / 1e9:.1f} GB/s; FMA peak {peak / 1e9:.0f} GFLOP/s",
