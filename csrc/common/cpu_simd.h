@@ -284,10 +284,11 @@ GemmMicroFn<T, BRows, CRows> pick_micro(int nv, int mb) {
   }
 }
 
-// The row strides of A that one-vector micro-tiles get at compile time. When C is one vector wide (a
-// 16-wide float output or hidden layer: the headline MLP 32-64-64-16 ends in one), A is the layer's
-// input tile, whose row stride is the widest layer padded to 16 elements: 16 to 128 for the hidden
-// widths the library is tuned for; any other stride runs the run-time kernel. With a run-time stride
+// The row strides of A that one-vector micro-tiles get at compile time. C is one vector wide for a
+// layer of at most 16 floats on AVX-512 (8 on AVX2; the headline MLP 32-64-64-16 ends in one); A is
+// then the layer's input: the user's x for layer 0 (stride: its width), else the tile, whose stride
+// is the widest layer padded to 16 elements, so 16, 32, 64 or 128 for hidden widths 16, 32, 64 and
+// 128. Any other stride (48, 80, 256, ...) runs the run-time kernel. With a run-time stride
 // each of the micro-tile's rows needs an address register, so the tile stops at 8 rows and still runs
 // slower. Measured on AVX-512, data in L1, 72 x 16 outputs, K = 64: 73-74% of the FMA peak at 8 rows
 // with a run-time stride, 84-87% with a compile-time one (12 rows best of 8/12/18/24); whole forward,

@@ -194,8 +194,8 @@ void forward_tile(const Net<T>& n, const MlpForwardArgs& args, const Layout& lay
   long ld_in = n_in, cs_in = 1;  // the layer input's row and column strides
   // No software prefetch of the next tile's x rows: x is read in order, which the hardware prefetcher
   // follows, and a burst of prefetches per tile stalled the core on full fill buffers (measured: the
-  // inference forward 3-5% faster without it; the backward's prefetch of saved rows, which come from
-  // memory, measured neutral and stays).
+  // inference forward 3-5% faster without it; the backward prefetches its saved rows, which come from
+  // memory, spread over its GEMMs instead: see SpreadPrefetch).
   if (has_encoding(*n.cfg)) {  // layer 0 reads the encoded rows from bufB (and writes to bufA)
     encode_tile<T>(n.cfg->encoding, x + r0 * n_in, rows, n_in, bufB);
     in = bufB;
@@ -444,7 +444,7 @@ inline void add_column_sums(const T* g, long ldg, int rows, int j, T* acc) {
 // The next tile's saved rows (they come from memory), prefetched a few cache lines after each
 // micro-tile of this tile's GEMMs. Issued in one burst at the start of the tile (576 lines for the
 // headline MLP), the prefetches outnumbered the core's line-fill buffers and the core waited on them:
-// two thirds of the backward's time outside the GEMMs (perf, 2^16 rows, 1 thread). Spread, the
+// about 13% of the backward's time (perf, 2^16 rows, 1 thread). Spread, the
 // backward got 5-6% faster (backward right after a training forward, 15 interleaved rounds: 1 thread
 // 1.052-1.059x, 2 threads 1.046x; 4 or 32 lines a step 1.033-1.039x, 8 or 16 lines 1.052-1.058x).
 // 16 lines a step cover a whole next tile of narrow layers too (32 wide: ~30 micro-tiles a tile).

@@ -96,10 +96,12 @@ def test_irregular_widths(widths):
 def test_one_vector_layers_at_every_tile_stride(hidden):
     """Layers one SIMD vector wide or narrower read their input tile through micro-tiles whose row
     stride is fixed at compile time for tile strides 16/32/64/128 (common/cpu_simd.h, kConstStrides)
-    and is a run-time value for the others (48, 256). Batches leave every remainder the 12-row and
-    8-row micro-tiles can see: 85 = 72 + 13, 1000 = 13 * 72 + 64, 30 (one tile of 30 rows)."""
+    and is a run-time value for the others (48, 256). Batches 85, 83 and 1000 end in 72-row tiles' tails
+    of 13, 11 and 64 rows, which leave 1, 11 and 4 rows to a last 12-row micro-tile (5, 3 and 0 to an
+    8-row one); 30 rows are a single tile (which the inference forward may run feature-major
+    instead; the backward tiles by rows whatever the batch)."""
     rng = np.random.default_rng(hidden)
-    for dtype, out_w, batch in itertools.product(DTYPES, (1, 8, 16), (30, 85, 1000)):
+    for dtype, out_w, batch in itertools.product(DTYPES, (1, 8, 16), (30, 85, 83, 1000)):
         run_and_compare([32, hidden, hidden, out_w], "relu", "none", batch, dtype, rng)
     run_and_compare([hidden, 16, 16, 16], "tanh", "none", 1000, np.float32, rng)
 
