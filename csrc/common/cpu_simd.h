@@ -295,8 +295,13 @@ GemmMicroFn<T, BRows, CRows> pick_micro(int nv, int mb) {
 // 2^16 rows, 1 thread, interleaved: 32-64-64-16 relu 1.7% faster, 32-16-16-16 5.8%.
 constexpr long kConstStrides[] = {16, 32, 64, 128};
 
-// The one-vector micro-tile picker for A's row stride sam, when sam is one of kConstStrides; null
-// otherwise.
+inline bool is_const_stride(long sam) {
+  for (long s : kConstStrides)
+    if (s == sam) return true;
+  return false;
+}
+
+// The one-vector micro-tile for A's row stride sam when is_const_stride(sam); null otherwise.
 template <typename T, typename BRows, typename CRows>
 GemmMicroFn<T, BRows, CRows> pick_micro_const_stride(long sam, int mb) {
   switch (sam) {
@@ -326,7 +331,8 @@ void gemm_ops(int M, int N, int K, const T* a, long sam, long sak, BRows b, CRow
   const int nvec = (N + VL - 1) / VL;
   for (int j0 = 0; j0 < nvec; j0 += kMaxNV) {
     const int nv = nvec - j0 < kMaxNV ? nvec - j0 : kMaxNV;
-    int mbx = mb_max_for(nv);
+    const bool const_stride = !TableA && nv == 1 && is_const_stride(sam);
+    const int mbx = mb_max_for(nv, const_stride);
     const int store_here = n_store - j0 * VL;
     const T* row = init_row && init == Init::Row ? init_row + j0 * VL : init_row;
     auto row_at = [&](int m0) { return init == Init::Col ? row + m0 : row; };
@@ -335,27 +341,20 @@ void gemm_ops(int M, int N, int K, const T* a, long sam, long sak, BRows b, CRow
     auto a_at = [&](int m0) {
       return TableA ? reinterpret_cast<const T*>(reinterpret_cast<const T* const*>(a) + m0) : a + m0 * sam;
     };
-    GemmMicroFn<T, BRows, CRows> full = pick_micro<T, TableA, BRows, CRows>(nv, mbx);
-    if constexpr (!TableA) {
-      if (nv == 1) {
-        if (GemmMicroFn<T, BRows, CRows> f = pick_micro_const_stride<T, BRows, CRows>(sam, mb_max_for(1, true))) {
-          mbx = mb_max_for(1, true);
-          full = f;
-        }
+    auto pick = [&](int mb) {
+      if constexpr (!TableA) {
+        if (const_stride) return pick_micro_const_stride<T, BRows, CRows>(sam, mb);
       }
-    }
+      return pick_micro<T, TableA, BRows, CRows>(nv, mb);
+    };
+    const GemmMicroFn<T, BRows, CRows> full = pick(mbx);
     int m0 = 0;
     for (; m0 + mbx <= M; m0 += mbx) {
       full(K, a_at(m0), sam, sak, bj, cj.from_row(m0), store_here, init, row_at(m0), epi, ep);
       after_micro_tile();
     }
     if (m0 < M) {
-      GemmMicroFn<T, BRows, CRows> rest = nullptr;
-      if constexpr (!TableA) {
-        if (nv == 1) rest = pick_micro_const_stride<T, BRows, CRows>(sam, M - m0);
-      }
-      if (!rest) rest = pick_micro<T, TableA, BRows, CRows>(nv, M - m0);
-      rest(K, a_at(m0), sam, sak, bj, cj.from_row(m0), store_here, init, row_at(m0), epi, ep);
+      pick(M - m0)(K, a_at(m0), sam, sak, bj, cj.from_row(m0), store_here, init, row_at(m0), epi, ep);
       after_micro_tile();
     }
   }

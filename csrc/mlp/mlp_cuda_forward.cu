@@ -49,7 +49,7 @@ __device__ __forceinline__ void finish_hidden(float (&acc)[MT][W / 8][4], uint32
     const bool store = TRAIN && tt * 16 < p.batch;
     if constexpr (RELU) {
 #pragma unroll
-      for (int kk = 0; kk < KT; ++kk) c_to_a_relu<T>(a[m][kk], acc[m][2 * kk], acc[m][2 * kk + 1]);
+      for (int kk = 0; kk < KT; ++kk) c_to_a<T, true>(a[m][kk], acc[m][2 * kk], acc[m][2 * kk + 1]);
     } else {
       if (save_z) {
 #pragma unroll

@@ -123,22 +123,18 @@ __device__ __forceinline__ T from_float(float v) {
   else return __float2bfloat16_rn(v);
 }
 
-// C fragments of n-tiles (2kk, 2kk+1) -> A fragment of k-tile kk.
-template <typename T>
+// C fragments of n-tiles (2kk, 2kk+1) -> A fragment of k-tile kk; with kRelu, relu applied on the way
+// (pack2_relu).
+template <typename T, bool kRelu = false>
 __device__ __forceinline__ void c_to_a(uint32_t (&a)[4], const float (&c0)[4], const float (&c1)[4]) {
-  a[0] = pack2<T>(c0[0], c0[1]);
-  a[1] = pack2<T>(c0[2], c0[3]);
-  a[2] = pack2<T>(c1[0], c1[1]);
-  a[3] = pack2<T>(c1[2], c1[3]);
-}
-
-// The same with relu applied on the way (pack2_relu).
-template <typename T>
-__device__ __forceinline__ void c_to_a_relu(uint32_t (&a)[4], const float (&c0)[4], const float (&c1)[4]) {
-  a[0] = pack2_relu<T>(c0[0], c0[1]);
-  a[1] = pack2_relu<T>(c0[2], c0[3]);
-  a[2] = pack2_relu<T>(c1[0], c1[1]);
-  a[3] = pack2_relu<T>(c1[2], c1[3]);
+  auto pack = [](float lo, float hi) {
+    if constexpr (kRelu) return pack2_relu<T>(lo, hi);
+    else return pack2<T>(lo, hi);
+  };
+  a[0] = pack(c0[0], c0[1]);
+  a[1] = pack(c0[2], c0[3]);
+  a[2] = pack(c1[0], c1[1]);
+  a[3] = pack(c1[2], c1[3]);
 }
 
 // The activation applied to n values, with the switch hoisted out of the element loop.
