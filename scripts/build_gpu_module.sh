@@ -6,6 +6,7 @@
 # On the GPU machine: cp .gpubuild/_C*.so python/perceptrons/ && export PYTHONPATH=$PWD/python
 set -euo pipefail
 PY=${1:-$(pyenv root 2>/dev/null)/versions/3.12.1/bin/python3.12}
+mkdir -p build  # a fresh clone has none: the configure log below goes there
 PYBIND=$(python -c "import pybind11; print(pybind11.get_cmake_dir())")
 cmake -S . -B build/gpu-cp312 -G Ninja -DCMAKE_BUILD_TYPE=Release -DSKBUILD_PROJECT_VERSION=0.1.0 \
   -DPython_EXECUTABLE="$PY" -Dpybind11_DIR="$PYBIND" -DPERCEPTRONS_CUDA=ON \
